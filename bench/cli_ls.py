@@ -1,0 +1,42 @@
+"""``bench ls codecs|metrics|datasets``: what is registered, with the facts a user picks by."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.registry import CODECS, DATASETS, METRICS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["codecs", "metrics", "datasets"], help="which registry to list")
+
+
+def _ls_codecs() -> None:
+    print(f"{'codec':<12} {'rate':>7} {'ch':>3}  operating points (nominal kbps)")
+    for name, factory in CODECS.items():
+        try:
+            spec = factory().spec
+        except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not hide the rest
+            print(f"{name:<12} unavailable: {exc}")
+            continue
+        ops = ", ".join(f"{p.name} ({p.nominal_kbps:g})" for p in spec.operating_points)
+        print(f"{name:<12} {spec.sample_rate_hz:>7} {spec.channels:>3}  {ops}")
+
+
+def _ls_metrics() -> None:
+    print(f"{'metric':<16} {'better':<7} {'rate':>6} {'unit':<8} domains")
+    for name, spec in METRICS.items():
+        better = "higher" if spec.higher_is_better else "lower"
+        rate = spec.sample_rate_hz or "any"
+        print(f"{name:<16} {better:<7} {rate:>6} {spec.unit:<8} {','.join(spec.domains)}")
+
+
+def _ls_datasets() -> None:
+    print(f"{'dataset':<10} {'default split':<16} splits")
+    for name, ds in DATASETS.items():
+        print(f"{name:<10} {ds.default_split:<16} {', '.join(ds.splits)}")
+
+
+def main(args: argparse.Namespace) -> int:
+    {"codecs": _ls_codecs, "metrics": _ls_metrics, "datasets": _ls_datasets}[args.what]()
+    return 0

@@ -1,0 +1,1 @@
+"""Codecs behind one interface (see ``base.Codec``); each module registers itself in ``CODECS``."""

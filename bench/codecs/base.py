@@ -1,0 +1,309 @@
+"""The Codec interface, operating points, the bitstream header and codec selection.
+
+A codec has a static :class:`CodecSpec`, a ``load()`` that fetches weights or backends (the
+constructor does no I/O), ``encode(wav, op) -> Encoded`` and ``decode(Encoded) -> wav`` on
+batches ``[B, C, T]`` at the codec's own sample rate, and a real bitstream:
+``to_bytes(Encoded) -> bytes`` / ``from_bytes(bytes) -> Encoded``. The harness measures kbps from
+the length of those bytes (header included) and records it next to the nominal kbps.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import struct
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from bench.registry import CODECS, UnknownNameError, did_you_mean
+
+BITSTREAM_MAGIC = b"BQ"
+BITSTREAM_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One explicit setting of a codec: a bitrate, a number of codebooks, a VBR level...
+
+    ``name`` is what users type after ``@`` (``opus@12``, ``dac@4``, ``vrvq@L2.0``).
+    ``params`` are codec specific (``{"bitrate_kbps": 12}``, ``{"n_codebooks": 4}``).
+    """
+
+    name: str
+    nominal_kbps: float
+    params: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    kind: str = "cbr"  # "cbr", "vbr" or "lossless"
+
+
+@dataclass
+class CodecSpec:
+    """What a codec is, known without loading it."""
+
+    name: str
+    sample_rate_hz: int
+    channels: int
+    operating_points: list[OperatingPoint]
+    family: str = ""
+    frame_rate_hz: float | None = None
+    codebook_sizes: list[int] = field(default_factory=list)
+    licence: str = ""
+    requires: list[str] = field(default_factory=list)
+    description: str = ""
+
+    def op(self, name: str) -> OperatingPoint:
+        for point in self.operating_points:
+            if point.name == name:
+                return point
+        names = [p.name for p in self.operating_points]
+        raise UnknownNameError(f"{self.name} has no operating point {name!r}.{did_you_mean(name, names)}")
+
+
+@dataclass
+class Encoded:
+    """A codec's compressed representation of a batch, before or after the bytes round trip.
+
+    ``num_samples`` is the input length per channel at the codec's rate, so ``decode`` can return
+    exactly that many samples. ``payload`` is codec specific (packets, integer code tensors...).
+    """
+
+    codec: str
+    operating_point: str
+    sample_rate_hz: int
+    num_channels: int
+    num_samples: int
+    batch_size: int
+    payload: Any
+
+
+@dataclass(frozen=True)
+class BitstreamHeader:
+    codec: str
+    operating_point: str
+    sample_rate_hz: int
+    num_channels: int
+    num_samples: int
+    batch_size: int
+    version: int = BITSTREAM_VERSION
+
+
+class BitstreamError(ValueError):
+    """Bytes that are not a valid bitstream for this codec."""
+
+
+def _pack_str(s: str) -> bytes:
+    raw = s.encode("ascii")
+    if len(raw) > 255:
+        raise ValueError(f"string too long for the header: {s!r}")
+    return struct.pack("<B", len(raw)) + raw
+
+
+def pack_header(h: BitstreamHeader) -> bytes:
+    """Small versioned header: magic, version, codec name, operating point, rate, channels, length."""
+    return (
+        BITSTREAM_MAGIC
+        + struct.pack("<B", h.version)
+        + _pack_str(h.codec)
+        + _pack_str(h.operating_point)
+        + struct.pack("<IBIH", h.sample_rate_hz, h.num_channels, h.num_samples, h.batch_size)
+    )
+
+
+def unpack_header(data: bytes) -> tuple[BitstreamHeader, bytes]:
+    """Parse a header; returns it and the remaining body. Raises BitstreamError on bad bytes."""
+    try:
+        if data[:2] != BITSTREAM_MAGIC:
+            raise BitstreamError("not a bench bitstream (bad magic)")
+        version = data[2]
+        if version != BITSTREAM_VERSION:
+            raise BitstreamError(f"unsupported bitstream version {version} (this build reads {BITSTREAM_VERSION})")
+        pos = 3
+        fields = []
+        for _ in range(2):
+            n = data[pos]
+            fields.append(data[pos + 1 : pos + 1 + n].decode("ascii"))
+            pos += 1 + n
+        sr, ch, ns, bs = struct.unpack_from("<IBIH", data, pos)
+        pos += struct.calcsize("<IBIH")
+    except (IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise BitstreamError(f"truncated or corrupt bitstream header: {exc}") from exc
+    return BitstreamHeader(fields[0], fields[1], sr, ch, ns, bs, version), data[pos:]
+
+
+class Codec(ABC):
+    """Base class of every codec. Subclasses define ``spec``, ``encode``/``decode`` and the payload packing."""
+
+    #: registry key, used in bitstream headers and cache keys
+    name: str = ""
+
+    def __init__(self, checkpoint: str | None = None):
+        self.checkpoint = checkpoint
+        self.device = torch.device("cpu")
+        self._loaded = False
+
+    # --- static description -------------------------------------------------------------
+    @property
+    @abstractmethod
+    def spec(self) -> CodecSpec:
+        """The static spec (cheap; may read a small JSON card, never weights)."""
+
+    @property
+    def checkpoint_hash(self) -> str:
+        """Identifies the weights or backend version; part of every cache key."""
+        return "none"
+
+    def num_parameters(self) -> int | None:
+        """Trainable parameter count for neural codecs; None for reference codecs."""
+        return None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def load(self, device: str | torch.device = "cpu") -> "Codec":
+        """Load weights or backends. Idempotent."""
+        self.device = torch.device(device)
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+        return self
+
+    def _load(self) -> None:
+        """Subclasses load weights/backends here."""
+
+    # --- coding -------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        """Compress a batch ``[B, C, T]`` of float audio in [-1, 1] at ``spec.sample_rate_hz``."""
+
+    @abstractmethod
+    def decode(self, encoded: Encoded) -> torch.Tensor:
+        """Reconstruct ``[B, C, encoded.num_samples]`` float audio."""
+
+    @abstractmethod
+    def pack_payload(self, encoded: Encoded) -> bytes:
+        """Serialise ``encoded.payload`` (the header is written by ``to_bytes``)."""
+
+    @abstractmethod
+    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> Any:
+        """Inverse of ``pack_payload``."""
+
+    def to_bytes(self, encoded: Encoded) -> bytes:
+        header = BitstreamHeader(
+            encoded.codec, encoded.operating_point, encoded.sample_rate_hz,
+            encoded.num_channels, encoded.num_samples, encoded.batch_size,
+        )
+        return pack_header(header) + self.pack_payload(encoded)
+
+    def from_bytes(self, data: bytes) -> Encoded:
+        header, body = unpack_header(data)
+        if header.codec != self.name:
+            raise BitstreamError(f"bitstream is for codec {header.codec!r}, not {self.name!r}")
+        payload = self.unpack_payload(body, header)
+        return Encoded(header.codec, header.operating_point, header.sample_rate_hz,
+                       header.num_channels, header.num_samples, header.batch_size, payload)
+
+    # --- helpers ------------------------------------------------------------------------
+    def resolve_op(self, operating_point: OperatingPoint | str) -> OperatingPoint:
+        if isinstance(operating_point, OperatingPoint):
+            return operating_point
+        return self.spec.op(str(operating_point))
+
+    @staticmethod
+    def check_wav(wav: torch.Tensor, channels: int | None = None) -> torch.Tensor:
+        if wav.dim() != 3:
+            raise ValueError(f"expected audio of shape [B, C, T], got {tuple(wav.shape)}")
+        if channels is not None and wav.shape[1] != channels:
+            raise ValueError(f"codec expects {channels} channel(s), got {wav.shape[1]}")
+        if not torch.isfinite(wav).all():
+            raise ValueError("audio contains NaN or Inf samples")
+        return wav
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- selection: "all", "opus", "opus@12", "op*", "dac:PATH@4" ------------------------------------
+
+CodecFactory = Callable[..., Codec]
+
+
+def register_codec(name: str, factory: CodecFactory, *, in_all: bool = True) -> CodecFactory:
+    """Register a codec class (or factory taking ``checkpoint=``). ``in_all=False`` keeps it out of ``all``."""
+    factory.in_all = in_all  # type: ignore[attr-defined]
+    return CODECS.register(name, factory)
+
+
+@dataclass
+class Selection:
+    """One (codec instance, operating point) pair chosen on the command line."""
+
+    key: str  # "opus" or "dac:/path/to/ckpt"
+    codec: Codec
+    op: OperatingPoint
+
+    @property
+    def label(self) -> str:
+        return f"{self.key}@{self.op.name}"
+
+
+def _split_token(token: str) -> tuple[str, str | None, str | None]:
+    """'name[:path][@op]' -> (name, path, op)."""
+    op = None
+    if "@" in token:
+        head, tail = token.rsplit("@", 1)
+        if "/" not in tail and "\\" not in tail:
+            token, op = head, tail
+    path = None
+    if ":" in token:
+        token, path = token.split(":", 1)
+    return token, path, op
+
+
+def _match_ops(codec: Codec, op_pattern: str | None) -> list[OperatingPoint]:
+    ops = codec.spec.operating_points
+    if op_pattern is None:
+        return list(ops)
+    pattern = op_pattern.removesuffix("kbps")
+    chosen = [p for p in ops if fnmatch.fnmatchcase(p.name, pattern)]
+    if not chosen:
+        names = [p.name for p in ops]
+        raise UnknownNameError(
+            f"codec {codec.name!r} has no operating point {op_pattern!r}.{did_you_mean(pattern, names)}"
+        )
+    return chosen
+
+
+def select_codecs(spec: str) -> list[Selection]:
+    """Parse ``--codecs``: comma-separated names, globs, ``@op`` suffixes and ``name:PATH``."""
+    names = CODECS.names()
+    out: list[Selection] = []
+    seen: set[tuple[str, str]] = set()
+    instances: dict[str, Codec] = {}
+    for raw in [t.strip() for t in spec.split(",") if t.strip()]:
+        name, path, op_pattern = _split_token(raw)
+        if name == "all":
+            matched = [n for n in names if getattr(CODECS.get(n), "in_all", True)]
+        elif any(ch in name for ch in "*?["):
+            matched = [n for n in names if fnmatch.fnmatchcase(n, name)]
+            if not matched:
+                raise UnknownNameError(f"No codec matches {name!r}.{did_you_mean(name, names)}")
+        else:
+            CODECS.get(name)  # raises with "did you mean"
+            matched = [name]
+        for codec_name in matched:
+            key = f"{codec_name}:{path}" if path else codec_name
+            if key not in instances:
+                instances[key] = CODECS.get(codec_name)(checkpoint=path)
+            codec = instances[key]
+            for op in _match_ops(codec, op_pattern):
+                if (key, op.name) not in seen:
+                    seen.add((key, op.name))
+                    out.append(Selection(key, codec, op))
+    if not out:
+        raise UnknownNameError(f"--codecs {spec!r} selects nothing. Known: {', '.join(names)}.")
+    return out

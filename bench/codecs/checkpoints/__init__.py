@@ -1,0 +1,1 @@
+"""Shipped checkpoints: safetensors weights plus a JSON card each."""

@@ -1,0 +1,1 @@
+"""Layers shared by the in-repo neural codecs."""

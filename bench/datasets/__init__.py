@@ -1,0 +1,1 @@
+"""Datasets: one module per corpus, each registering a :class:`~bench.datasets.base.Dataset`."""

@@ -1,0 +1,79 @@
+"""The Dataset interface and the evaluation item.
+
+A dataset knows its splits, finds its files under a root directory (flag, ``BENCH_DATA_ROOT``
+or the config file; see ``bench.config``), and yields :class:`Item` objects with a stable id.
+Missing data raises :class:`DataMissingError` whose message names the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from bench.registry import DATASETS
+
+
+class DataMissingError(FileNotFoundError):
+    """The dataset is not on disk; the message says how to get it."""
+
+
+@dataclass
+class Item:
+    """One evaluation item. ``start_s``/``duration_s`` select an excerpt of the file (None = whole)."""
+
+    id: str
+    path: str
+    domain: str  # "speech", "music" or "general"
+    dataset: str = ""
+    split: str = ""
+    transcript: str | None = None
+    speaker: str | None = None
+    track: str | None = None
+    start_s: float = 0.0
+    duration_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> str:
+        """Unit for cluster bootstrap: speaker or track where known, else the item itself."""
+        return self.speaker or self.track or self.id
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Dataset(ABC):
+    name: str = ""
+    splits: tuple[str, ...] = ()
+    default_split: str = ""
+    domains: tuple[str, ...] = ()
+    description: str = ""
+    licence: str = ""
+
+    @abstractmethod
+    def items(self, split: str | None = None, root: str | Path | None = None) -> Iterator[Item]:
+        """Yield the items of a split in a stable order."""
+
+    def check_split(self, split: str | None) -> str:
+        split = split or self.default_split
+        if self.splits and split not in self.splits:
+            from bench.registry import did_you_mean
+
+            raise ValueError(f"{self.name} has no split {split!r}.{did_you_mean(split, list(self.splits))}")
+        return split
+
+
+def register_dataset(dataset: Dataset) -> Dataset:
+    return DATASETS.register(dataset.name, dataset)
+
+
+def item_list_hash(items: list[Item]) -> str:
+    """Content hash of an item list (ids, excerpt bounds, domains) so two runs can show they match."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it.id, it.start_s, it.duration_s, it.domain], sort_keys=True).encode())
+    return h.hexdigest()

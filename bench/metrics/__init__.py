@@ -1,0 +1,1 @@
+"""Metrics: one module per metric, each registering a :class:`~bench.metrics.base.MetricSpec`."""

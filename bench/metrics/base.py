@@ -1,0 +1,114 @@
+"""The Metric interface.
+
+A metric is a plain function ``fn(preds, target, *, sample_rate_hz, **options)`` where ``preds`` and
+``target`` are float tensors ``[B, T]`` (mono, already at ``spec.sample_rate_hz``, equal length).
+It returns one value per item: either a tensor/array of shape ``[B]`` or a list of
+:class:`MetricValue` (value plus a failure reason and extras). A failed item is NaN with a reason:
+never 0, never dropped. Raising :class:`MetricError` fails the whole batch with that reason.
+
+Per-item context that some metrics need (the transcript for WER, the domain for ViSQOL's mode)
+arrives through the keyword ``items``: a list of :class:`~bench.datasets.base.Item` or None.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from bench.registry import METRICS
+
+DOMAINS = ("speech", "music", "general")
+
+
+class MetricError(RuntimeError):
+    """An item (or batch) that the metric cannot score; the message is the recorded reason."""
+
+
+@dataclass
+class MetricValue:
+    value: float
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and math.isfinite(self.value)
+
+
+def failed(reason: str, **extra: Any) -> MetricValue:
+    return MetricValue(float("nan"), reason, dict(extra))
+
+
+@dataclass
+class MetricSpec:
+    """Static description of a metric; the runner uses it to resample, filter and report."""
+
+    name: str
+    fn: Callable[..., Any]
+    higher_is_better: bool
+    unit: str
+    sample_rate_hz: int | None  # native rate; None = any (runs at the item's rate)
+    needs_reference: bool = True
+    valid_range: tuple[float, float] = (-math.inf, math.inf)
+    domains: tuple[str, ...] = DOMAINS
+    needs_transcript: bool = False
+    version: str = "1"
+    source: str = ""
+    description: str = ""
+    min_duration_s: float = 0.0
+    requires: tuple[str, ...] = ()  # pip packages the backend needs
+    batched: bool = True  # can take B > 1 in one call
+    default: bool = True  # part of the default metric set of ``bench run``
+
+    def applies_to(self, domain: str | None, has_transcript: bool = False) -> tuple[bool, str]:
+        """Whether the metric applies to an item; (False, reason) when not."""
+        if domain is not None and domain not in self.domains:
+            return False, f"{self.name} applies to {'/'.join(self.domains)} only, item is {domain}"
+        if self.needs_transcript and not has_transcript:
+            return False, f"{self.name} needs a transcript and the item has none"
+        return True, ""
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    return METRICS.register(spec.name, spec)
+
+
+def get_metric(name: str) -> MetricSpec:
+    return METRICS.get(name)
+
+
+def as_values(raw: Any, batch_size: int) -> list[MetricValue]:
+    """Normalise a metric function's return value to ``batch_size`` MetricValues."""
+    if isinstance(raw, MetricValue):
+        raw = [raw]
+    if isinstance(raw, torch.Tensor):
+        raw = raw.detach().double().cpu().reshape(-1).numpy()
+    if isinstance(raw, np.ndarray):
+        raw = raw.reshape(-1).tolist()
+    if isinstance(raw, (int, float)):
+        raw = [raw]
+    values = [v if isinstance(v, MetricValue) else MetricValue(float(v)) for v in raw]
+    if len(values) != batch_size:
+        raise MetricError(f"metric returned {len(values)} values for {batch_size} items")
+    for v in values:
+        if v.error is None and not math.isfinite(v.value):
+            v.error = "metric returned a non-finite value"
+            v.value = float("nan")
+    return values
+
+
+def compute(spec: MetricSpec, preds: torch.Tensor, target: torch.Tensor, *,
+            items: Sequence[Any] | None = None, **options: Any) -> list[MetricValue]:
+    """Call a metric safely: any exception becomes NaN + reason for the whole batch."""
+    batch = preds.shape[0]
+    try:
+        raw = spec.fn(preds, target, sample_rate_hz=spec.sample_rate_hz, items=items, **options)
+        return as_values(raw, batch)
+    except MetricError as exc:
+        return [failed(str(exc)) for _ in range(batch)]
+    except Exception as exc:  # noqa: BLE001 - a backend crash must not stop the run
+        return [failed(f"{type(exc).__name__}: {exc}") for _ in range(batch)]

@@ -1,0 +1,1 @@
+"""Reports: R-D curves, BD-rate, statistics, HTML."""

@@ -1,0 +1,171 @@
+"""Results in SQLite: one row per (run, item, codec, operating point, metric).
+
+Tables
+------
+``runs``     run_id, created_utc, manifest (JSON: versions, settings, hashes, seeds)
+``items``    run_id, item_id, dataset, split, domain, speaker, track, duration_s, transcript, extra
+``coded``    run_id, item_id, codec, op, nominal_kbps, measured_kbps, n_bytes, encode_s, decode_s,
+             audio_s, status, error, cache_key   -- one row per encode/decode of an item
+``results``  run_id, item_id, codec, op, metric, nominal_kbps, measured_kbps, value, status, error, extra
+``skipped``  run_id, item_id, codec, op, metric, reason   -- metrics that do not apply (no result row)
+
+``status`` is "ok" or "failed" (value NaN, ``error`` holds the reason). Writes are
+``INSERT OR REPLACE`` on the primary key, so a resumed run never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY, created_utc TEXT, manifest TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+  run_id TEXT, item_id TEXT, dataset TEXT, split TEXT, domain TEXT, speaker TEXT, track TEXT,
+  duration_s REAL, transcript TEXT, extra TEXT,
+  PRIMARY KEY (run_id, item_id)
+);
+CREATE TABLE IF NOT EXISTS coded (
+  run_id TEXT, item_id TEXT, codec TEXT, op TEXT, nominal_kbps REAL, measured_kbps REAL,
+  n_bytes INTEGER, encode_s REAL, decode_s REAL, audio_s REAL, status TEXT, error TEXT,
+  cache_key TEXT,
+  PRIMARY KEY (run_id, item_id, codec, op)
+);
+CREATE TABLE IF NOT EXISTS results (
+  run_id TEXT, item_id TEXT, codec TEXT, op TEXT, metric TEXT, nominal_kbps REAL,
+  measured_kbps REAL, value REAL, status TEXT, error TEXT, extra TEXT,
+  PRIMARY KEY (run_id, item_id, codec, op, metric)
+);
+CREATE TABLE IF NOT EXISTS skipped (
+  run_id TEXT, item_id TEXT, codec TEXT, op TEXT, metric TEXT, reason TEXT,
+  PRIMARY KEY (run_id, item_id, codec, op, metric)
+);
+CREATE TABLE IF NOT EXISTS codec_info (
+  run_id TEXT, codec TEXT, info TEXT, PRIMARY KEY (run_id, codec)
+);
+"""
+
+
+def _nan_to_none(x: float | None) -> float | None:
+    if x is None:
+        return None
+    return None if (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+class Store:
+    """Thin wrapper over one SQLite file (``RUN_DIR/results.sqlite``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=60)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.conn:
+            yield self.conn
+
+    # --- writes ---------------------------------------------------------------------------
+    def put_run(self, run_id: str, manifest: dict[str, Any]) -> None:
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self.transaction() as c:
+            old = c.execute("SELECT created_utc FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            c.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?)",
+                      (run_id, old[0] if old else created, json.dumps(manifest, sort_keys=True, default=str)))
+
+    def put_items(self, run_id: str, items: Iterable[Any], durations_s: dict[str, float] | None = None) -> None:
+        durations_s = durations_s or {}
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, it.id, it.dataset, it.split, it.domain, it.speaker, it.track,
+                  durations_s.get(it.id, it.duration_s), it.transcript, json.dumps(it.extra, default=str))
+                 for it in items],
+            )
+
+    def put_coded(self, run_id: str, row: dict[str, Any]) -> None:
+        cols = ["item_id", "codec", "op", "nominal_kbps", "measured_kbps", "n_bytes", "encode_s",
+                "decode_s", "audio_s", "status", "error", "cache_key"]
+        with self.transaction() as c:
+            c.execute(f"INSERT OR REPLACE INTO coded VALUES (?,{','.join('?' * len(cols))})",
+                      [run_id] + [_nan_to_none(row.get(k)) for k in cols])
+
+    def put_results(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, r["item_id"], r["codec"], r["op"], r["metric"], r.get("nominal_kbps"),
+                  _nan_to_none(r.get("measured_kbps")), _nan_to_none(r.get("value")),
+                  r.get("status", "ok"), r.get("error"), json.dumps(r.get("extra") or {}, default=str))
+                 for r in rows],
+            )
+
+    def put_skipped(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?,?)",
+                          [(run_id, r["item_id"], r["codec"], r["op"], r["metric"], r["reason"]) for r in rows])
+
+    def put_codec_info(self, run_id: str, codec: str, info: dict[str, Any]) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO codec_info VALUES (?,?,?)",
+                      (run_id, codec, json.dumps(info, sort_keys=True, default=str)))
+
+    # --- reads ----------------------------------------------------------------------------
+    def done_results(self, run_id: str) -> set[tuple[str, str, str, str]]:
+        """Keys (item, codec, op, metric) already scored or skipped in this run: the resume set."""
+        rows = self.conn.execute("SELECT item_id, codec, op, metric FROM results WHERE run_id=? "
+                                 "UNION SELECT item_id, codec, op, metric FROM skipped WHERE run_id=?",
+                                 (run_id, run_id)).fetchall()
+        return {tuple(r) for r in rows}
+
+    def coded_row(self, run_id: str, item_id: str, codec: str, op: str) -> dict[str, Any] | None:
+        cur = self.conn.execute("SELECT * FROM coded WHERE run_id=? AND item_id=? AND codec=? AND op=?",
+                                (run_id, item_id, codec, op))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row))
+
+    def run_ids(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY created_utc")]
+
+    def manifest(self, run_id: str) -> dict[str, Any]:
+        row = self.conn.execute("SELECT manifest FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def frame(self, table: str, run_id: str | None = None):
+        """A pandas DataFrame of one table (optionally one run)."""
+        import pandas as pd
+
+        if table not in {"runs", "items", "coded", "results", "skipped", "codec_info"}:
+            raise ValueError(f"unknown table {table!r}")
+        if run_id is None:
+            return pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
+        return pd.read_sql_query(f"SELECT * FROM {table} WHERE run_id=?", self.conn, params=(run_id,))
+
+    def count(self, table: str, run_id: str) -> int:
+        return self.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE run_id=?", (run_id,)).fetchone()[0]

@@ -1,0 +1,1 @@
+"""Training loops, losses and discriminators shared by the in-repo codecs."""
