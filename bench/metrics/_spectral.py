@@ -1,0 +1,124 @@
+"""Shared helpers for the torch spectral metrics (mel, stft, lsd, gdd) and SI-SDR.
+
+Private module (leading underscore: the metric registry does not import it as a metric).
+Everything here is batched over the first axis and keeps the device and dtype of its input.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from bench.metrics.base import MetricError, MetricValue, failed
+
+
+def as_batch(x: Any, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Return ``x`` as a floating tensor ``[B, T]`` (a 1-D signal becomes ``[1, T]``)."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if x.ndim == 1:
+        x = x.unsqueeze(0)
+    if x.ndim != 2:
+        raise MetricError(f"{name} must be [B, T] (got shape {tuple(x.shape)})")
+    if dtype is not None:
+        x = x.to(dtype)
+    elif not torch.is_floating_point(x):
+        x = x.float()
+    return x
+
+
+def check_pair(preds: Any, target: Any, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate and convert a (preds, target) pair: same shape ``[B, T]``, same device."""
+    p = as_batch(preds, "preds", dtype)
+    t = as_batch(target, "target", dtype)
+    if p.shape != t.shape:
+        raise MetricError(f"preds {tuple(p.shape)} and target {tuple(t.shape)} differ in shape; "
+                          "align lengths before scoring")
+    if dtype is None and p.dtype != t.dtype:
+        common = torch.promote_types(p.dtype, t.dtype)
+        p, t = p.to(common), t.to(common)
+    return p, t.to(p.device)
+
+
+def require_rate(sample_rate_hz: int | None, metric: str) -> int:
+    """Rate-dependent metrics need the rate of the signals they get."""
+    if sample_rate_hz is None or int(sample_rate_hz) <= 0:
+        raise MetricError(f"{metric} needs the sample rate of the signals (got {sample_rate_hz!r})")
+    return int(sample_rate_hz)
+
+
+@functools.lru_cache(maxsize=64)
+def _hann_cpu64(window_length: int) -> torch.Tensor:
+    # periodic Hann == scipy.signal.get_window("hann", N) (fftbins=True), computed in float64
+    return torch.hann_window(window_length, periodic=True, dtype=torch.float64)
+
+
+_WINDOWS: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
+
+
+def hann_window(window_length: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """Periodic Hann window, cached per (length, device, dtype)."""
+    key = (int(window_length), str(device), dtype)
+    w = _WINDOWS.get(key)
+    if w is None:
+        w = _hann_cpu64(int(window_length)).to(device=device, dtype=dtype)
+        _WINDOWS[key] = w
+    return w
+
+
+def min_samples_for_stft(n_fft: int) -> int:
+    """Fewest samples that ``torch.stft(center=True, pad_mode="reflect")`` accepts."""
+    return n_fft // 2 + 1
+
+
+def stft(x: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """Complex STFT ``[B, n_fft//2+1, frames]``: periodic Hann of length n_fft, center=True, reflect padding."""
+    window = hann_window(n_fft, x.device, x.dtype)
+    return torch.stft(x, n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window=window,
+                      center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
+
+
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B]``: rows whose samples are all finite."""
+    return torch.isfinite(x).all(dim=-1)
+
+
+def screen(preds: torch.Tensor, target: torch.Tensor, *, min_samples: int = 1,
+           metric: str = "metric") -> list[str | None]:
+    """Per-item reason why an item cannot be scored (non-finite samples, too short), else None."""
+    reasons: list[str | None] = [None] * preds.shape[0]
+    n = preds.shape[-1]
+    if n < min_samples:
+        return [f"{metric}: clip too short ({n} samples, needs at least {min_samples})"] * preds.shape[0]
+    ok_p, ok_t = finite_rows(preds).tolist(), finite_rows(target).tolist()
+    for i in range(preds.shape[0]):
+        if not ok_t[i]:
+            reasons[i] = f"{metric}: target contains NaN/Inf samples"
+        elif not ok_p[i]:
+            reasons[i] = f"{metric}: preds contains NaN/Inf samples"
+    return reasons
+
+
+def merge(values: torch.Tensor | Sequence[float], reasons: Sequence[str | None],
+          extras: Sequence[dict] | None = None) -> list[MetricValue]:
+    """Combine computed per-item values with per-item failure reasons."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().double().cpu().tolist()
+    out = []
+    for i, (v, r) in enumerate(zip(values, reasons)):
+        extra = dict(extras[i]) if extras else {}
+        out.append(failed(r, **extra) if r else MetricValue(float(v), None, extra))
+    return out
+
+
+def zero_bad_rows(x: torch.Tensor, reasons: Sequence[str | None]) -> torch.Tensor:
+    """Replace rows that already failed with zeros so that batched maths stays finite."""
+    bad = [i for i, r in enumerate(reasons) if r]
+    if not bad:
+        return x
+    x = x.clone()
+    x[bad] = 0
+    return x
