@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import struct
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -295,12 +296,24 @@ def select_codecs(spec: str) -> list[Selection]:
         else:
             CODECS.get(name)  # raises with "did you mean"
             matched = [name]
+        implicit = len(matched) > 1 or name != matched[0]
         for codec_name in matched:
             key = f"{codec_name}:{path}" if path else codec_name
-            if key not in instances:
-                instances[key] = CODECS.get(codec_name)(checkpoint=path)
-            codec = instances[key]
-            for op in _match_ops(codec, op_pattern):
+            try:
+                if key not in instances:
+                    instances[key] = CODECS.get(codec_name)(checkpoint=path)
+                codec = instances[key]
+                ops = _match_ops(codec, op_pattern)
+            except UnknownNameError:
+                if implicit:
+                    continue
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint that is not installed
+                if not implicit:
+                    raise
+                warnings.warn(f"skipping codec {codec_name!r}: {exc}", stacklevel=2)
+                continue
+            for op in ops:
                 if (key, op.name) not in seen:
                     seen.add((key, op.name))
                     out.append(Selection(key, codec, op))
