@@ -102,11 +102,21 @@ def as_values(raw: Any, batch_size: int) -> list[MetricValue]:
 
 
 def compute(spec: MetricSpec, preds: torch.Tensor, target: torch.Tensor, *,
-            items: Sequence[Any] | None = None, **options: Any) -> list[MetricValue]:
-    """Call a metric safely: any exception becomes NaN + reason for the whole batch."""
+            items: Sequence[Any] | None = None, sample_rate_hz: int | None = None,
+            **options: Any) -> list[MetricValue]:
+    """Call a metric safely: any exception becomes NaN + reason for the whole batch.
+
+    ``sample_rate_hz`` is the rate of ``preds``/``target``; it is required for metrics whose spec says
+    ``sample_rate_hz=None`` (they run at the item's rate and need to know it), and must equal the
+    spec's native rate otherwise.
+    """
     batch = preds.shape[0]
+    if spec.sample_rate_hz is not None and sample_rate_hz is not None and sample_rate_hz != spec.sample_rate_hz:
+        return [failed(f"{spec.name} runs at {spec.sample_rate_hz} Hz, got audio at {sample_rate_hz} Hz")
+                for _ in range(batch)]
+    rate = spec.sample_rate_hz if spec.sample_rate_hz is not None else sample_rate_hz
     try:
-        raw = spec.fn(preds, target, sample_rate_hz=spec.sample_rate_hz, items=items, **options)
+        raw = spec.fn(preds, target, sample_rate_hz=rate, items=items, **options)
         return as_values(raw, batch)
     except MetricError as exc:
         return [failed(str(exc)) for _ in range(batch)]
