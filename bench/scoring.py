@@ -120,7 +120,8 @@ def score_pair(ref: np.ndarray, deg: np.ndarray, sample_rate_hz: int, metrics: S
         else:
             preds = torch.from_numpy(np.ascontiguousarray(d_rs[:m]))[None]
             target = torch.from_numpy(np.ascontiguousarray(r_rs[:m]))[None]
-            value = compute(spec, preds, target, items=[item], **metric_options.get(spec.name, {}))[0]
+            value = compute(spec, preds, target, items=[item], sample_rate_hz=rate,
+                            **metric_options.get(spec.name, {}))[0]
         if spec.needs_reference and align != "none":
             value.extra.setdefault("lag_samples", lag)
         out.values[spec.name] = value
