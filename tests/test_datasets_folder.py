@@ -1,0 +1,75 @@
+"""The ``folder`` dataset: any directory of audio, ids from relative paths, sidecar transcripts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench.datasets._common import DatasetOptionError
+from bench.datasets.base import DataMissingError
+from bench.registry import DATASETS
+
+
+def _tone(path, seconds=1.0, sr=16000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 440 * t), sr)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    _tone(tmp_path / "b" / "two.wav")
+    _tone(tmp_path / "a" / "one.flac")
+    (tmp_path / "a" / "one.txt").write_text("hello   world\n")
+    _tone(tmp_path / "top.wav")
+    _tone(tmp_path / ".hidden" / "x.wav")
+    (tmp_path / "notes.md").write_text("not audio")
+    return tmp_path
+
+
+def test_items_ids_order_transcripts(tree):
+    ds = DATASETS.get("folder").configure(domain="speech", speaker="parent")
+    items = list(ds.items(None, tree))
+    assert [it.id for it in items] == ["a/one", "b/two", "top"]
+    assert items[0].transcript == "hello world" and items[1].transcript is None
+    assert [it.speaker for it in items] == ["a", "b", None]
+    assert all(it.domain == "speech" and it.dataset == "folder" for it in items)
+    assert items[0].duration_s is None  # whole files by default
+
+
+def test_domain_from_env_or_subfolders_else_clear_error(tree, tmp_path, monkeypatch):
+    ds = DATASETS.get("folder")
+    with pytest.raises(DatasetOptionError, match="domain=speech"):
+        list(ds.items(None, tree))
+    monkeypatch.setenv("BENCH_FOLDER_DOMAIN", "music")
+    assert {it.domain for it in ds.items(None, tree)} == {"music"}
+    monkeypatch.delenv("BENCH_FOLDER_DOMAIN")
+    other = tmp_path / "by-domain"
+    _tone(other / "music" / "song.wav")
+    _tone(other / "speech" / "talk.wav")
+    assert {it.id: it.domain for it in ds.items(None, other)} == {"music/song": "music", "speech/talk": "speech"}
+
+
+def test_split_is_subfolder_and_excerpts(tree):
+    ds = DATASETS.get("folder").configure(domain="general", excerpt_s="0.5")
+    items = list(ds.items("a", tree))
+    assert [it.id for it in items] == ["one"] and items[0].duration_s == 0.5
+    assert 0.0 <= items[0].start_s <= 0.5
+
+
+def test_bad_options_and_missing(tree, tmp_path):
+    ds = DATASETS.get("folder")
+    with pytest.raises(DatasetOptionError, match="did you mean|Did you mean"):
+        ds.configure(domian="speech")
+    with pytest.raises(DatasetOptionError, match="choose one of"):
+        ds.configure(domain="noise")
+    with pytest.raises(DataMissingError, match="--root"):
+        list(ds.items(None, None))
+    with pytest.raises(DataMissingError, match="not a directory"):
+        list(ds.configure(domain="speech").items(None, tmp_path / "nope"))
+    _tone(tmp_path / "dup" / "x.wav")
+    _tone(tmp_path / "dup" / "x.flac")
+    with pytest.raises(DatasetOptionError, match="share the id"):
+        list(ds.configure(domain="speech").items(None, tmp_path / "dup"))
+    assert ds.options["domain"] is None  # configure returned a copy
