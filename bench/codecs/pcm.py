@@ -1,0 +1,78 @@
+"""16-bit PCM: the lossless upper anchor of every rate-distortion plot.
+
+Quantises float audio to 16-bit integers (round to nearest, clipped to [-32768, 32767], scale
+32768 as WAV readers use) and stores them little-endian, batch-major, channel-major. The round
+trip error is at most half an LSB for input inside [-1, 1 - 2^-15]; louder samples are clipped,
+as a WAV file would clip them. 44.1 kHz mono, so its nominal rate is 44100 x 16 / 1000 = 705.6 kbps;
+the bitstream is exactly that plus the bench header.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, register_codec
+
+SAMPLE_RATE_HZ = 44_100
+BITS_PER_SAMPLE = 16
+FULL_SCALE = 32768.0
+
+
+class Pcm16Codec(Codec):
+    """16-bit PCM: lossless anchor (error <= 0.5 LSB), no backend."""
+
+    name = "pcm16"
+
+    @property
+    def spec(self) -> CodecSpec:
+        return CodecSpec(
+            name=self.name,
+            sample_rate_hz=SAMPLE_RATE_HZ,
+            channels=1,
+            operating_points=[
+                OperatingPoint("16bit", SAMPLE_RATE_HZ * BITS_PER_SAMPLE / 1000, {"bits": BITS_PER_SAMPLE}, "lossless")
+            ],
+            family="reference",
+            frame_rate_hz=float(SAMPLE_RATE_HZ),
+            licence="public domain (no code beyond numpy)",
+            requires=[],
+            description="16-bit linear PCM at 44.1 kHz: the lossless upper anchor.",
+        )
+
+    @property
+    def checkpoint_hash(self) -> str:
+        return "pcm16-le-v1"
+
+    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        op = self.resolve_op(operating_point)
+        wav = self.check_wav(wav)
+        x = wav.detach().to("cpu", torch.float64).numpy()
+        ints = np.clip(np.rint(x * FULL_SCALE), -32768, 32767).astype("<i2")
+        b, c, t = ints.shape
+        return Encoded(self.name, op.name, SAMPLE_RATE_HZ, c, t, b, ints)
+
+    def decode(self, encoded: Encoded) -> torch.Tensor:
+        ints = np.asarray(encoded.payload)
+        expected = (encoded.batch_size, encoded.num_channels, encoded.num_samples)
+        if ints.shape != expected:
+            raise BitstreamError(f"pcm16: payload has shape {ints.shape}, header says {expected}")
+        return torch.from_numpy(ints.astype(np.float32) / FULL_SCALE).to(self.device)
+
+    def pack_payload(self, encoded: Encoded) -> bytes:
+        return np.ascontiguousarray(encoded.payload, dtype="<i2").tobytes()
+
+    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> np.ndarray:
+        if header.sample_rate_hz != SAMPLE_RATE_HZ:
+            raise BitstreamError(f"pcm16: header says {header.sample_rate_hz} Hz, this codec runs at {SAMPLE_RATE_HZ} Hz")
+        self.spec.op(header.operating_point)
+        shape = (header.batch_size, header.num_channels, header.num_samples)
+        expected_bytes = 2 * header.batch_size * header.num_channels * header.num_samples
+        if len(body) != expected_bytes:
+            raise BitstreamError(
+                f"pcm16: body has {len(body)} bytes, header {shape} needs {expected_bytes} (truncated or corrupt)"
+            )
+        return np.frombuffer(body, dtype="<i2").reshape(shape).copy()
+
+
+register_codec("pcm16", Pcm16Codec)
