@@ -1,0 +1,90 @@
+"""``--codecs`` selection: all, names, ``name@op``, op globs, name globs, and helpful errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.codecs.base import select_codecs
+from bench.registry import CODECS, UnknownNameError
+
+OPUS_OPS = {"6", "8", "12", "16", "24"}
+
+
+def _labels(spec: str) -> list[str]:
+    return [s.label for s in select_codecs(spec)]
+
+
+def test_all_selects_every_point_of_every_codec_in_all():
+    selections = select_codecs("all")
+    pairs = {(s.key, s.op.name) for s in selections}
+    assert len(pairs) == len(selections), "a (codec, point) pair was selected twice"
+    for name in CODECS.names():
+        if getattr(CODECS.get(name), "in_all", True):
+            codec = CODECS.get(name)()
+            assert {(name, p.name) for p in codec.spec.operating_points} <= pairs
+    assert {("opus", op) for op in OPUS_OPS} <= pairs
+    assert {("mp3", "16"), ("mp3", "64"), ("pcm16", "16bit")} <= pairs
+
+
+def test_name_selects_all_its_points_in_spec_order():
+    selections = select_codecs("opus")
+    assert [s.op.name for s in selections] == ["6", "8", "12", "16", "24"]
+    assert {s.key for s in selections} == {"opus"}
+    assert len({id(s.codec) for s in selections}) == 1, "one instance per codec, shared by its points"
+    assert [s.op.nominal_kbps for s in selections] == [6.0, 8.0, 12.0, 16.0, 24.0]
+
+
+def test_name_at_point():
+    assert _labels("opus@12") == ["opus@12"]
+    assert _labels("opus@12kbps") == ["opus@12"]
+    assert _labels("pcm16@16bit") == ["pcm16@16bit"]
+
+
+def test_point_glob():
+    assert _labels("opus@1*") == ["opus@12", "opus@16"]
+    assert _labels("opus@?") == ["opus@6", "opus@8"]
+
+
+def test_name_glob():
+    labels = _labels("op*")
+    assert {lab.split("@")[0] for lab in labels} == {n for n in CODECS.names() if n.startswith("op")}
+    assert {f"opus@{op}" for op in OPUS_OPS} <= set(labels)
+    assert not any(lab.startswith(("mp3", "pcm16")) for lab in labels)
+
+
+def test_comma_list_deduplicates_and_keeps_order():
+    assert _labels("opus@12,mp3@32,opus@12,opus@6") == ["opus@12", "mp3@32", "opus@6"]
+    assert _labels(" opus@24 , pcm16 ") == ["opus@24", "pcm16@16bit"]
+
+
+def test_misspelt_name_gets_did_you_mean():
+    with pytest.raises(UnknownNameError) as info:
+        select_codecs("opsu")
+    message = str(info.value)
+    assert "Did you mean" in message and "'opus'" in message
+
+
+def test_misspelt_name_inside_a_list():
+    with pytest.raises(UnknownNameError, match="Did you mean 'mp3'"):
+        select_codecs("opus@12,mp4")
+
+
+def test_unknown_point_lists_the_points():
+    with pytest.raises(UnknownNameError) as info:
+        select_codecs("opus@13")
+    message = str(info.value)
+    assert "opus" in message and "'13'" in message
+    for op in OPUS_OPS:
+        assert op in message.split("Known:")[1]
+
+
+def test_glob_matching_nothing():
+    with pytest.raises(UnknownNameError, match="No codec matches"):
+        select_codecs("zz*")
+    with pytest.raises(UnknownNameError):
+        select_codecs("opus@9*")
+
+
+def test_empty_selection_is_an_error():
+    with pytest.raises(UnknownNameError, match="selects nothing"):
+        select_codecs(" , ")
