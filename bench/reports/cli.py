@@ -1,0 +1,87 @@
+"""``bench report RUN_DIR [--reference CODEC] [--format html,md,csv,json] [--out DIR]``.
+
+Writes R-D plots (one PNG per metric) and, per ``--format``: ``summary.csv`` and friends,
+``report.md``, ``report.json`` and a standalone ``index.html`` with listening examples.
+Default output folder: ``RUN_DIR/report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+FORMATS = ("html", "md", "csv", "json")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="run directory written by 'bench run' (holds results.sqlite)")
+    p.add_argument("--reference", default=None,
+                   help="codec to compare against for BD-rate and paired tests (default: opus if present)")
+    p.add_argument("--format", default="html,md,csv,json",
+                   help=f"comma-separated outputs among {', '.join(FORMATS)} (default: all)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/report)")
+    p.add_argument("--run-id", default=None, help="which run of the file (default: the latest)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for CIs (default 2000)")
+    p.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate of paired tests (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--listen-kbps", type=float, default=None,
+                   help="bitrate for listening examples (default: the rate most codecs are closest to)")
+    p.add_argument("--excerpt-s", type=float, default=5.0, help="length of listening excerpts (default 5 s)")
+    p.add_argument("--no-audio", action="store_true", help="skip listening examples in the HTML report")
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    aliases = {"markdown": "md", "htm": "html"}
+    formats = [aliases.get(f, f) for f in formats]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"--format: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, reference: str | None = None,
+                formats: list[str] | tuple[str, ...] = FORMATS, run_id: str | None = None,
+                n_boot: int = 2000, alpha: float = 0.05, seed: int = 0, audio_source=None,
+                with_audio: bool = True, listen_kbps: float | None = None, excerpt_s: float = 5.0) -> dict[str, Path]:
+    """Programmatic entry point; returns the written files by kind."""
+    from bench.reports import html as html_mod
+    from bench.reports import report as rep
+    from bench.reports.load import load_run
+
+    data = load_run(run_dir, run_id)
+    out = Path(out_dir) if out_dir else data.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    report = rep.build(data, reference=reference, n_boot=n_boot, alpha=alpha, seed=seed)
+    written: dict[str, Path] = {}
+    for metric, path in rep.write_plots(report, out).items():
+        written[f"plot:{metric}"] = path
+    if "csv" in formats:
+        for path in rep.write_csv(report, out):
+            written[f"csv:{path.stem}"] = path
+    if "json" in formats:
+        written["json"] = rep.write_json(report, out)
+    if "md" in formats:
+        written["md"] = rep.write_markdown(report, out)
+    if "html" in formats:
+        source = audio_source if audio_source is not None else (html_mod.default_audio_source(data) if with_audio else None)
+        written["html"] = html_mod.write_html(report, out, audio_source=source if with_audio else None,
+                                              excerpt_s=excerpt_s, target_kbps=listen_kbps)
+    return written
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        formats = parse_formats(args.format)
+        written = make_report(args.run_dir, args.out, reference=args.reference, formats=formats,
+                              run_id=args.run_id, n_boot=args.bootstrap, alpha=args.alpha, seed=args.seed,
+                              with_audio=not args.no_audio, listen_kbps=args.listen_kbps, excerpt_s=args.excerpt_s)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    folder = next(iter(written.values())).parent if written else Path(".")
+    main_file = written.get("html") or written.get("md") or folder
+    n_plots = sum(1 for k in written if k.startswith("plot:"))
+    print(f"report: {main_file} ({n_plots} R-D plot(s); {', '.join(k for k in written if not k.startswith('plot:'))})")
+    return 0

@@ -1,0 +1,405 @@
+"""A standalone HTML report: one folder with index.html, plots/, audio/ and spectrograms, no scripts.
+
+Listening examples: a few items (one per domain) and the worst item per metric, each with the
+reference and every codec at comparable bitrates (the operating point nearest a common target
+kbps), as ``<audio>`` players beside spectrograms. Excerpts are at most ``excerpt_s`` seconds,
+16-bit WAV, cut at the same place in every version (the loudest window of the reference).
+
+Where audio comes from is a callable ``audio_source(item_id, codec, op)`` (``codec=None`` for the
+reference) returning a path to an audio file, an ``(array [C, T] or [T], sample_rate_hz)`` pair,
+a :class:`bench.audio.Audio`, or None when unavailable, so the report does not depend on how the
+runner caches reconstructions. :func:`default_audio_source` asks the runner, then the dataset.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.reports import plots
+from bench.reports.load import RunData, display_codec
+from bench.reports.report import (Report, bd_rows, counts_rows, efficiency_rows, fmt, paired_rows,
+                                  summary_rows)
+
+AudioSource = Callable[[str, "str | None", "str | None"], Any]
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d232a;background:#fafbfc}
+header{background:#1f3b57;color:#fff;padding:18px 28px}
+header h1{margin:0 0 6px 0;font-size:22px} header p{margin:2px 0;font-size:13px;opacity:.9}
+nav{background:#e8eef4;padding:8px 28px;font-size:13px;position:sticky;top:0;z-index:2}
+nav a{margin-right:14px;color:#1f3b57;text-decoration:none;font-weight:600}
+main{padding:8px 28px 40px 28px;max-width:1500px}
+h2{border-bottom:2px solid #1f3b57;padding-bottom:4px;margin-top:34px;font-size:19px}
+h3{font-size:15px;margin:18px 0 6px 0}
+table{border-collapse:collapse;font-size:12.5px;margin:6px 0 14px 0;background:#fff}
+th,td{border:1px solid #d4dbe2;padding:3px 8px;text-align:right;vertical-align:middle}
+th{background:#eef2f6;text-align:center} td:first-child,td.l{text-align:left}
+tr:nth-child(even) td{background:#f7f9fb}
+.better{color:#17702f;font-weight:600}.worse{color:#b0261b;font-weight:600}.nsd{color:#666}
+.note{font-size:12px;color:#555;max-width:1100px}
+figure{margin:8px 0 18px 0} figure img{max-width:100%;border:1px solid #d4dbe2;background:#fff}
+.listen td{text-align:left} .listen img{height:110px;display:block} audio{width:260px}
+.mark{color:#b0261b;font-weight:700} details{margin:6px 0}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _table(rows: list[dict[str, str]], cls: str = "", verdict_col: str | None = None) -> str:
+    if not rows:
+        return '<p class="note">(none)</p>'
+    cols = list(rows[0])
+    out = [f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{_e(c)}</th>" for c in cols) + "</tr></thead><tbody>"]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = str(r[c])
+            klass = ""
+            if c == verdict_col:
+                klass = {"better": "better", "worse": "worse"}.get(v, "nsd")
+            elif c in ("codec", "metric", "note", "reasons", "vs", "dataset", "domain", "device"):
+                klass = "l"
+            text = _e(v).replace(" †", ' <span class="mark">†</span>')
+            cells.append(f'<td class="{klass}">{text}</td>')
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+# --- audio --------------------------------------------------------------------------------------
+
+def _as_audio(obj: Any) -> tuple[np.ndarray, int] | None:
+    """Normalise what an audio source returns to (float32 [C, T], rate)."""
+    from bench.audio import Audio, load_audio
+
+    if obj is None:
+        return None
+    if isinstance(obj, Audio):
+        return obj.samples, obj.sample_rate_hz
+    if isinstance(obj, (str, Path)):
+        path = Path(obj)
+        if not path.exists():
+            return None
+        if path.suffix == ".npy":
+            raise ValueError(f"{path}: a bare .npy array has no sample rate; return (array, rate) instead")
+        a = load_audio(path)
+        return a.samples, a.sample_rate_hz
+    if isinstance(obj, tuple) and len(obj) == 2:
+        x = np.asarray(obj[0], dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None]
+        x = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
+        return x, int(obj[1])
+    raise TypeError(f"audio source returned {type(obj).__name__}; expected a path, (array, rate) or Audio")
+
+
+def default_audio_source(data: RunData) -> AudioSource:
+    """Reconstructions through the runner's cache; references through the runner or the dataset.
+
+    Uses ``bench.runner.reconstruction_path(run_dir, cache_key)`` and, where the runner offers it,
+    ``bench.runner.reference_path(run_dir, item_id)``; otherwise the reference is re-read from the
+    dataset (its registry entry, split and root from the run manifest).
+    """
+    try:
+        import bench.runner as runner
+    except Exception:  # noqa: BLE001 - report on a machine without the runner's dependencies
+        runner = None
+    recon = getattr(runner, "reconstruction_path", None)
+    ref_fn = getattr(runner, "reference_path", None)
+    dataset_items: dict[str, Any] = {}
+
+    def lookup_item(item_id: str):
+        if not dataset_items:
+            from bench.registry import DATASETS
+
+            for name in sorted(set(data.items["dataset"])):
+                try:
+                    ds = DATASETS.get(name)
+                    split = data.setting("split") or None
+                    splits = sorted(set(data.items.loc[data.items["dataset"] == name, "split"].dropna()))
+                    for sp in (splits or [split]):
+                        for it in ds.items(sp, root=data.setting("root")):
+                            dataset_items[it.id] = it
+                except Exception:  # noqa: BLE001 - data moved or gone: no reference audio
+                    continue
+            dataset_items.setdefault("", None)
+        return dataset_items.get(item_id)
+
+    def source(item_id: str, codec: str | None, op: str | None):
+        if codec is None:
+            if ref_fn is not None:
+                try:
+                    return ref_fn(data.run_dir, item_id)
+                except Exception:  # noqa: BLE001
+                    pass
+            it = lookup_item(item_id)
+            if it is None:
+                return None
+            from bench.audio import load_audio
+
+            return load_audio(it.path, start_s=it.start_s, duration_s=it.duration_s)
+        if recon is None:
+            return None
+        c = data.coded
+        row = c[(c["item_id"] == item_id) & (c["codec"] == codec) & (c["op"] == op)]
+        if not len(row) or not isinstance(row.iloc[0]["cache_key"], str):
+            return None
+        return recon(data.run_dir, row.iloc[0]["cache_key"])
+
+    return source
+
+
+def _loudest_window(x: np.ndarray, sr: int, excerpt_s: float) -> int:
+    """Start sample of the loudest ``excerpt_s`` window (0.25 s steps)."""
+    n = int(excerpt_s * sr)
+    if x.shape[-1] <= n:
+        return 0
+    mono = np.mean(x, axis=0) ** 2
+    csum = np.concatenate([[0.0], np.cumsum(mono, dtype=np.float64)])
+    hop = max(1, int(0.25 * sr))
+    starts = np.arange(0, x.shape[-1] - n + 1, hop)
+    energy = csum[starts + n] - csum[starts]
+    return int(starts[int(np.argmax(energy))])
+
+
+# --- choosing what to listen to ------------------------------------------------------------------
+
+def comparable_ops(summary_df, target_kbps: float | None = None) -> tuple[float, dict[str, str]]:
+    """A target kbps and, for each codec, the operating point whose measured rate is nearest to it.
+
+    Without a target, pick the rate (among all measured rates) that minimises the summed log-distance
+    to each codec's nearest point, so most codecs sit close to it.
+    """
+    s = summary_df[summary_df["domain"] == "all"].drop_duplicates(["codec", "op"])
+    rates: dict[str, list[tuple[float, str]]] = {}
+    for r in s.itertuples():
+        if math.isfinite(r.measured_kbps) and r.measured_kbps > 0:
+            rates.setdefault(r.codec, []).append((r.measured_kbps, r.op))
+    if not rates:
+        return math.nan, {}
+
+    def nearest(codec: str, t: float) -> tuple[float, str]:
+        return min(rates[codec], key=lambda p: abs(math.log(p[0] / t)))
+
+    if target_kbps is None:
+        candidates = sorted({k for pts in rates.values() for k, _ in pts})
+        target_kbps = min(candidates, key=lambda t: (sum(abs(math.log(nearest(c, t)[0] / t)) for c in rates), t))
+    return float(target_kbps), {c: nearest(c, target_kbps)[1] for c in sorted(rates)}
+
+
+def choose_items(data: RunData, chosen_ops: dict[str, str], *, n_per_domain: int = 1,
+                 worst_per_metric: int = 1) -> list[tuple[str, str]]:
+    """(item_id, why) pairs: the first item of each domain, then the worst item(s) per metric.
+
+    "Worst" is the lowest mean oriented value (sign flipped for lower-is-better metrics) across the
+    chosen operating points, so it is the item that the codecs at this bitrate handle worst.
+    """
+    picked: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    items = data.items.sort_values("item_id")
+    for domain in sorted(set(items["domain"])):
+        for iid in list(items[items["domain"] == domain]["item_id"])[:n_per_domain]:
+            if iid not in seen:
+                picked.append((iid, f"example {domain} item"))
+                seen.add(iid)
+    res = data.results
+    ok = res[(res["status"] == "ok") & np.isfinite(res["value"])]
+    mask = np.zeros(len(ok), dtype=bool)
+    for codec, op in chosen_ops.items():
+        mask |= ((ok["codec"] == codec) & (ok["op"] == op)).to_numpy()
+    ok = ok[mask]
+    for metric in sorted(set(ok["metric"])):
+        info = data.info(metric)
+        sign = 1.0 if info.higher_is_better else -1.0
+        means = ok[ok["metric"] == metric].groupby("item_id")["value"].mean()
+        order = (means * sign).sort_values(kind="stable")
+        for iid in list(order.index)[:worst_per_metric]:
+            why = f"worst on {metric} (mean {fmt(means[iid])}{' ' + info.unit if info.unit else ''})"
+            if iid in seen:
+                picked = [(i, w + "; " + why if i == iid else w) for i, w in picked]
+            else:
+                picked.append((iid, why))
+                seen.add(iid)
+    return picked
+
+
+def _write_clip(x: np.ndarray, sr: int, start: int, excerpt_s: float, wav_path: Path, png_path: Path,
+                title: str) -> None:
+    import soundfile as sf
+
+    from bench.audio import to_channels
+
+    n = int(excerpt_s * sr)
+    clip = x[:, start:start + n]
+    if clip.shape[0] > 2:
+        clip = to_channels(clip, 1)
+    wav_path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(wav_path), np.clip(clip, -1.0, 1.0).T, sr, subtype="PCM_16")
+    plots.plot_spectrogram(clip.mean(axis=0), sr, png_path, title=title)
+
+
+def listening_section(report: Report, out_dir: Path, audio_source: AudioSource | None, *,
+                      excerpt_s: float = 5.0, target_kbps: float | None = None,
+                      n_per_domain: int = 1, worst_per_metric: int = 1) -> str:
+    """Write the clips and spectrograms and return the HTML of the listening section."""
+    data = report.data
+    target, ops = comparable_ops(report.summary, target_kbps)
+    if not ops:
+        return '<p class="note">No coded items in this run.</p>'
+    if audio_source is None:
+        return '<p class="note">Listening examples were not requested (--no-audio).</p>'
+    chosen = choose_items(data, ops, n_per_domain=n_per_domain, worst_per_metric=worst_per_metric)
+    metrics = data.metrics
+    res = data.results
+    parts = [f'<p class="note">Reference and every codec at the operating point nearest {fmt(target)} kbps '
+             f'(measured). Excerpts of at most {excerpt_s:g} s, 16-bit WAV, same window in every row; '
+             "spectrograms in dB re full scale (-100..0).</p>"]
+    missing: list[str] = []
+    for k, (item_id, why) in enumerate(chosen):
+        try:
+            ref = _as_audio(audio_source(item_id, None, None))
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not sink the report
+            missing.append(f"{item_id} reference: {exc}")
+            ref = None
+        start_s = 0.0
+        if ref is not None:
+            start_s = _loudest_window(ref[0], ref[1], excerpt_s) / ref[1]
+        meta = data.items[data.items["item_id"] == item_id]
+        domain = meta["domain"].iloc[0] if len(meta) else ""
+        rows = []
+        versions: list[tuple[str, str | None, str | None]] = [("reference", None, None)]
+        versions += [(f"{display_codec(c)}@{o}", c, o) for c, o in ops.items()]
+        for label, codec, op in versions:
+            try:
+                got = ref if codec is None else _as_audio(audio_source(item_id, codec, op))
+            except Exception as exc:  # noqa: BLE001
+                missing.append(f"{item_id} {label}: {exc}")
+                got = None
+            slug = plots.safe_name(f"{k:02d}_{item_id}_{label}")
+            player = '<span class="note">not available</span>'
+            spec = ""
+            if got is not None:
+                x, sr = got
+                wav = out_dir / "audio" / f"{slug}.wav"
+                png = out_dir / "audio" / f"{slug}.png"
+                _write_clip(x, sr, int(round(start_s * sr)), excerpt_s, wav, png, f"{label} ({sr} Hz)")
+                player = f'<audio controls preload="none" src="audio/{_e(wav.name)}"></audio>'
+                spec = f'<img src="audio/{_e(png.name)}" alt="spectrogram {_e(label)}">'
+            elif codec is not None:
+                missing.append(f"{item_id} {label}: no reconstruction found")
+            kbps, scores = "", []
+            if codec is not None:
+                r = res[(res["item_id"] == item_id) & (res["codec"] == codec) & (res["op"] == op)]
+                if len(r):
+                    kbps = fmt(r["measured_kbps"].dropna().iloc[0]) if r["measured_kbps"].notna().any() else ""
+                for m in metrics:
+                    v = r[(r["metric"] == m)]
+                    scores.append(fmt(v["value"].iloc[0]) if len(v) and v["status"].iloc[0] == "ok" else
+                                  ("failed" if len(v) else "n/a"))
+            else:
+                scores = ["" for _ in metrics]
+            rows.append(f'<tr><td>{_e(label)}</td><td>{_e(kbps)}</td>' + "".join(f"<td>{_e(s)}</td>" for s in scores)
+                        + f"<td>{player}</td><td>{spec}</td></tr>")
+        head = ("<tr><th>version</th><th>kbps</th>" + "".join(f"<th>{_e(m)}</th>" for m in metrics)
+                + "<th>listen</th><th>spectrogram</th></tr>")
+        parts.append(f"<h3>{_e(item_id)} <span class=\"note\">({_e(domain)}; {_e(why)}; excerpt from "
+                     f"{start_s:.2f} s)</span></h3><table class=\"listen\">{head}{''.join(rows)}</table>")
+    if missing:
+        parts.append("<details><summary>Audio not available for "
+                     f"{len(missing)} version(s)</summary><ul>" + "".join(f"<li>{_e(m)}</li>" for m in missing)
+                     + "</ul></details>")
+    return "".join(parts)
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource | None = None,
+               excerpt_s: float = 5.0, target_kbps: float | None = None) -> Path:
+    """Write ``out_dir/index.html`` (plots must already be in ``report.plots``; copied in if elsewhere)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    h = report.header()
+    data = report.data
+    sec: list[str] = []
+
+    sec.append('<h2 id="rd">Rate-distortion curves</h2><p class="note">x: measured kbps (hollow markers: nominal); '
+               "y: mean with 95% cluster-bootstrap CI band; one line per codec; dashed black: Pareto frontier "
+               "across codecs; red ring: mean over a different item set than its neighbours.</p>")
+    for metric, path in sorted(report.plots.items()):
+        path = Path(path)
+        if not path.resolve().is_relative_to(out_dir.resolve()):
+            dest = out_dir / "plots" / path.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            path = dest
+        rel = path.resolve().relative_to(out_dir.resolve()).as_posix()
+        sec.append(f'<figure><img src="{_e(rel)}" alt="R-D curve {_e(metric)}"><figcaption class="note">'
+                   f"{_e(metric)} ({_e(data.info(metric).better)} is better)</figcaption></figure>")
+
+    sec.append('<h2 id="bd">BD-rate and BD-quality</h2><p class="note">Against '
+               f"{_e(display_codec(report.reference) if report.reference else 'no reference')}. Negative BD-rate: "
+               "fewer bits for the same quality. BD-quality: mean metric difference at equal rate (metric units; "
+               "its sign is better or worse according to the metric's direction). A dash means the curves do not "
+               "overlap enough; the note says why.</p>")
+    bd_all = [r for r in bd_rows(report) if r["domain"] == "all"]
+    bd_dom = [r for r in bd_rows(report) if r["domain"] != "all"]
+    sec.append(_table(bd_all))
+    if bd_dom:
+        sec.append(f"<details><summary>Per domain ({len(bd_dom)} rows)</summary>{_table(bd_dom)}</details>")
+
+    sec.append('<h2 id="tables">Summary tables</h2><p class="note"><span class="mark">†</span> mean over a different '
+               "set of items than most rows of its table (failures or missing items): compare with care.</p>")
+    s = report.summary
+    for metric in sorted(set(s["metric"])):
+        info = data.info(metric)
+        blocks = s[s["metric"] == metric][["dataset", "domain"]].drop_duplicates().itertuples(index=False)
+        per_domain = []
+        for dataset, domain in blocks:
+            head = (f"{_e(metric)} ({_e(info.better)} is better{', ' + _e(info.unit) if info.unit else ''})"
+                    f" — {_e(dataset)} / {_e(domain)}")
+            table = _table(summary_rows(report, dataset, domain, metric))
+            if domain == "all":
+                sec.append(f"<h3>{head}</h3>{table}")
+            else:
+                per_domain.append(f"<h4>{head}</h4>{table}")
+        if per_domain:
+            sec.append(f"<details><summary>{_e(metric)} per domain</summary>{''.join(per_domain)}</details>")
+
+    sec.append('<h2 id="paired">Paired comparisons at matched operating points</h2>'
+               + _table(paired_rows(report), verdict_col="verdict"))
+    sec.append('<h2 id="counts">Counts</h2><p class="note">Per metric and operating point: items scored, failed '
+               "(with reasons), not applicable (the metric does not apply to the item), missing (not yet run).</p>"
+               + _table(counts_rows(report)))
+    sec.append('<h2 id="efficiency">Efficiency</h2><p class="note">RTF = processing seconds / audio seconds on the '
+               "run's device (below 1 is faster than real time).</p>" + _table(efficiency_rows(report)))
+    sec.append('<h2 id="listen">Listening examples</h2>'
+               + listening_section(report, out_dir, audio_source, excerpt_s=excerpt_s, target_kbps=target_kbps))
+    manifest = html.escape(__import__("json").dumps(data.manifest, indent=1, sort_keys=True, default=str))
+    sec.append(f'<h2 id="methods">Methods</h2><p class="note">{_e(report.methods)}</p>'
+               f"<details><summary>Run manifest</summary><pre>{manifest}</pre></details>")
+
+    title = f"Codec benchmark: {', '.join(h['datasets']) or 'run'}"
+    guessed = (f"<p>Direction guessed from the name for: {_e(', '.join(h['direction_guessed']))}</p>"
+               if h["direction_guessed"] else "")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
+<body><header><h1>{_e(title)}</h1>
+<p>Run <code>{_e(h['run_id'])}</code> · {h['n_items']} items · split {_e(', '.join(h['splits']) or '-')} ·
+codecs: {_e(', '.join(display_codec(c) for c in h['codecs']))} · metrics: {_e(', '.join(h['metrics']))}</p>
+<p>Reference codec: {_e(display_codec(h['reference']) if h['reference'] else 'none')}</p>{guessed}</header>
+<nav><a href="#rd">R-D curves</a><a href="#bd">BD-rate</a><a href="#tables">Tables</a><a href="#paired">Paired tests</a>
+<a href="#counts">Counts</a><a href="#efficiency">Efficiency</a><a href="#listen">Listening</a><a href="#methods">Methods</a></nav>
+<main>{''.join(sec)}</main></body></html>
+"""
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,172 @@
+"""Read one run from ``RUN_DIR/results.sqlite`` into pandas frames for the reports and the gate."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Metrics whose smaller values are better, used only when neither the run manifest nor the
+# metric registry says (a report of an old run whose metric has since been renamed, say).
+_LOWER_IS_BETTER_HINTS = ("distance", "lsd", "wer", "cer", "error", "gdd", "loss", "mse", "mae", "delay")
+
+
+@dataclass
+class MetricInfo:
+    name: str
+    higher_is_better: bool
+    unit: str = ""
+    direction_source: str = "registry"  # "manifest", "registry" or "guess"
+
+    @property
+    def better(self) -> str:
+        return "higher" if self.higher_is_better else "lower"
+
+
+def metric_info(name: str, manifest: dict[str, Any] | None = None) -> MetricInfo:
+    """Direction and unit of a metric: from the run manifest, else the registry, else a name guess."""
+    manifest = manifest or {}
+    for key in ("metrics", "metric_specs"):
+        m = manifest.get(key)
+        if isinstance(m, dict) and isinstance(m.get(name), dict) and "higher_is_better" in m[name]:
+            return MetricInfo(name, bool(m[name]["higher_is_better"]), str(m[name].get("unit", "")), "manifest")
+    try:
+        from bench.metrics.base import get_metric
+
+        spec = get_metric(name)
+        return MetricInfo(name, bool(spec.higher_is_better), spec.unit, "registry")
+    except Exception:  # noqa: BLE001 - unknown or broken metric module: fall back to the name
+        lower = any(h in name.lower() for h in _LOWER_IS_BETTER_HINTS)
+        return MetricInfo(name, not lower, "", "guess")
+
+
+def display_codec(key: str) -> str:
+    """Short label for a codec selection key: ``dac:/a/b/ckpt.safetensors`` -> ``dac:ckpt``."""
+    if ":" not in key:
+        return key
+    name, path = key.split(":", 1)
+    stem = Path(path.rstrip("/\\")).name
+    for suffix in (".safetensors", ".json"):
+        stem = stem.removesuffix(suffix)
+    return f"{name}:{stem}"
+
+
+def _find_setting(manifest: dict[str, Any], key: str) -> Any:
+    """A setting from the manifest, top level or under ``settings``/``config``."""
+    if key in manifest:
+        return manifest[key]
+    for sub in ("settings", "config", "run_config"):
+        d = manifest.get(sub)
+        if isinstance(d, dict) and key in d:
+            return d[key]
+    return None
+
+
+@dataclass
+class RunData:
+    """One run's tables. ``results`` is joined with item metadata (dataset, domain, cluster)."""
+
+    run_dir: Path
+    db_path: Path
+    run_id: str
+    manifest: dict[str, Any]
+    items: Any  # pandas.DataFrame
+    coded: Any
+    results: Any
+    skipped: Any
+    codec_info: dict[str, dict[str, Any]]
+    other_runs: list[str] = field(default_factory=list)
+    metric_infos: dict[str, MetricInfo] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        names = set(self.results["metric"].unique()) | set(self.skipped["metric"].unique())
+        return sorted(names)
+
+    @property
+    def codecs(self) -> list[str]:
+        names = set(self.results["codec"].unique()) | set(self.coded["codec"].unique())
+        return sorted(names)
+
+    def ops(self, codec: str) -> list[str]:
+        """Operating points of a codec ordered by nominal kbps."""
+        rows = self.results[self.results["codec"] == codec][["op", "nominal_kbps"]]
+        rows = rows.drop_duplicates("op").sort_values("nominal_kbps")
+        return list(rows["op"])
+
+    def info(self, metric: str) -> MetricInfo:
+        if metric not in self.metric_infos:
+            self.metric_infos[metric] = metric_info(metric, self.manifest)
+        return self.metric_infos[metric]
+
+    def setting(self, key: str) -> Any:
+        return _find_setting(self.manifest, key)
+
+
+def resolve_db(run_dir: str | Path) -> Path:
+    """``RUN_DIR/results.sqlite`` (or the path itself when it is a .sqlite file)."""
+    p = Path(run_dir)
+    if p.is_file():
+        return p
+    db = p / "results.sqlite"
+    if not db.exists():
+        raise FileNotFoundError(f"{p}: no results.sqlite here; is this a run directory made by 'bench run'?")
+    return db
+
+
+def load_run(run_dir: str | Path, run_id: str | None = None) -> RunData:
+    """Load the latest run (or ``run_id``) of a run directory."""
+    import pandas as pd
+
+    from bench.store import Store
+
+    db = resolve_db(run_dir)
+    with Store(db) as store:
+        ids = store.run_ids()
+        if not ids:
+            raise ValueError(f"{db}: contains no runs")
+        if run_id is None:
+            run_id = ids[-1]
+        elif run_id not in ids:
+            raise ValueError(f"{db}: no run {run_id!r}; runs here: {', '.join(ids)}")
+        manifest = store.manifest(run_id)
+        items = store.frame("items", run_id)
+        coded = store.frame("coded", run_id)
+        results = store.frame("results", run_id)
+        skipped = store.frame("skipped", run_id)
+        info_rows = store.frame("codec_info", run_id)
+    codec_info: dict[str, dict[str, Any]] = {}
+    for _, row in info_rows.iterrows():
+        try:
+            codec_info[row["codec"]] = json.loads(row["info"]) if row["info"] else {}
+        except json.JSONDecodeError:
+            codec_info[row["codec"]] = {"raw": row["info"]}
+
+    items = items.copy()
+    cluster = []
+    for _, r in items.iterrows():
+        c = next((x for x in (r.get("speaker"), r.get("track")) if isinstance(x, str) and x), None)
+        cluster.append(c or r["item_id"])
+    items["cluster"] = cluster
+    items["domain"] = items["domain"].fillna("unknown")
+    items["dataset"] = items["dataset"].fillna("")
+    meta = items[["item_id", "dataset", "domain", "cluster"]]
+    results = results.merge(meta, on="item_id", how="left")
+    results["domain"] = results["domain"].fillna("unknown")
+    results["dataset"] = results["dataset"].fillna("")
+    results["cluster"] = results["cluster"].fillna(results["item_id"])
+    results["value"] = pd.to_numeric(results["value"], errors="coerce")
+    for col in ("nominal_kbps", "measured_kbps"):
+        results[col] = pd.to_numeric(results[col], errors="coerce")
+    base = Path(run_dir) if Path(run_dir).is_dir() else db.parent
+    return RunData(base, db, run_id, manifest, items, coded, results, skipped, codec_info,
+                   [i for i in ids if i != run_id])
+
+
+def finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False

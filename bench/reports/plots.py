@@ -1,0 +1,180 @@
+"""Figures: one rate-distortion PNG per metric, and spectrograms for listening examples.
+
+matplotlib with the Agg backend only (no display needed), imported inside each function.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from bench.reports import rd
+from bench.reports.load import display_codec
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a metric or codec name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+KBPS_TICKS = (0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536)
+
+
+def _log_kbps_axis(ax, lo: float, hi: float) -> None:
+    """Log-scaled kbps axis with plain-number ticks at the usual codec bitrates."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ticks = [t for t in KBPS_TICKS if lo / 1.2 <= t <= hi * 1.2]
+    if len(ticks) > 9:
+        ticks = ticks[::2]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _panels(summary_df, metric: str) -> list[tuple[str, str]]:
+    block = summary_df[summary_df["metric"] == metric]
+    out = []
+    for dataset in sorted(set(block["dataset"])):
+        doms = list(dict.fromkeys(block[block["dataset"] == dataset]["domain"]))
+        doms = ["all"] + sorted(d for d in doms if d != "all")
+        out += [(dataset, d) for d in doms]
+    return out
+
+
+def plot_rd(summary_df, metric: str, out_path: str | Path, *, unit: str = "",
+            higher_is_better: bool = True, pareto: bool = True) -> Path:
+    """Draw the R-D curves of one metric: a panel per (dataset, domain).
+
+    x = measured kbps (log scale; nominal kbps drawn as hollow markers on the same line), y = mean
+    with its 95% bootstrap CI as a band, one line per codec, the Pareto frontier dashed in black.
+    Points whose mean is over a different item set than their neighbours get a ring.
+    """
+    from bench.reports.tables import curves
+
+    plt = _pyplot()
+    panels = _panels(summary_df, metric)
+    n = max(1, len(panels))
+    ncols = n if n <= 3 else 2
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 4.0 * nrows), squeeze=False)
+    flat = list(axes.reshape(-1))
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    ringed = False
+    codecs = sorted(set(summary_df[summary_df["metric"] == metric]["codec"]))
+    cmap = plt.get_cmap("tab10" if len(codecs) <= 10 else "tab20")
+    colors = {c: cmap(i % cmap.N) for i, c in enumerate(codecs)}
+    for ax, (dataset, domain) in zip(flat, panels):
+        cs = curves(summary_df, dataset, domain, metric)
+        block = summary_df[(summary_df["metric"] == metric) & (summary_df["dataset"] == dataset)
+                           & (summary_df["domain"] == domain)]
+        all_points: list[rd.RDPoint] = []
+        for codec, cur in cs.items():
+            if not cur.points:
+                continue
+            col = colors[codec]
+            x = cur.rates
+            y = cur.qualities
+            lo = np.array([p.ci_lo for p in cur.points])
+            hi = np.array([p.ci_hi for p in cur.points])
+            ax.plot(x, y, "-o", color=col, ms=4, lw=1.6, label=display_codec(codec), zorder=3)
+            band = np.isfinite(lo) & np.isfinite(hi)
+            if band.sum() >= 2:
+                ax.fill_between(x[band], lo[band], hi[band], color=col, alpha=0.18, lw=0, zorder=2)
+            elif band.any():
+                ax.errorbar(x[band], y[band], yerr=[y[band] - lo[band], hi[band] - y[band]], fmt="none",
+                            ecolor=col, alpha=0.6, capsize=3, zorder=2)
+            nominal = np.array([p.nominal_kbps for p in cur.points])
+            fin = np.isfinite(nominal) & (nominal > 0)
+            ax.scatter(nominal[fin], y[fin], marker="o", facecolors="none", edgecolors=col, s=28,
+                       linewidths=0.9, alpha=0.7, zorder=3)
+            for xm, xn, yy in zip(x[fin], nominal[fin], y[fin]):
+                ax.plot([xn, xm], [yy, yy], color=col, lw=0.6, alpha=0.5, zorder=2)
+            marked = block[(block["codec"] == codec) & (~block["same_items"].astype(bool))]
+            for r in marked.itertuples():
+                ax.scatter([r.measured_kbps], [r.mean], s=110, facecolors="none", edgecolors="red", linewidths=1.2,
+                           zorder=4, label=None if ringed else "different item set")
+                ringed = True
+            all_points += cur.points
+        if pareto and len(cs) > 1:
+            front = rd.pareto_frontier(all_points, higher_is_better)
+            if len(front) >= 2:
+                ax.plot([p.measured_kbps for p in front], [p.mean for p in front], color="black", ls="--",
+                        lw=1.0, alpha=0.7, label="Pareto frontier", zorder=5)
+        rates = [p.measured_kbps for p in all_points if math.isfinite(p.measured_kbps) and p.measured_kbps > 0]
+        if rates and max(rates) / min(rates) > 4:
+            _log_kbps_axis(ax, min(rates), max(rates))
+        title = domain if domain != "all" else "all items"
+        ax.set_title(f"{dataset}: {title}" if dataset else title, fontsize=10)
+        ax.set_xlabel("measured kbps (hollow: nominal)")
+        arrow = "↑ better" if higher_is_better else "↓ better"
+        ax.set_ylabel(f"{metric}" + (f" [{unit}]" if unit else "") + f"  ({arrow})")
+        ax.grid(True, which="both", alpha=0.25)
+    merged: dict[str, object] = {}
+    for ax in flat[:n]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            merged.setdefault(label, handle)
+    if merged:
+        flat[n - 1].legend(list(merged.values()), list(merged), fontsize=8, loc="best", framealpha=0.85)
+    fig.suptitle(f"Rate-distortion: {metric} (mean, 95% bootstrap CI)", fontsize=11)
+    fig.tight_layout()
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def spectrogram_db(x: np.ndarray, sample_rate_hz: int, n_fft: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Magnitude spectrogram in dB re full scale (a full-scale sine reads about 0 dB)."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    n_fft = int(min(n_fft, max(64, 2 ** int(math.floor(math.log2(max(len(x), 64)))))))
+    hop = n_fft // 4
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    win = np.hanning(n_fft)
+    n_frames = 1 + (len(x) - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n_frames)[:, None]
+    spec = np.abs(np.fft.rfft(x[idx] * win, axis=1)).T
+    db = 20.0 * np.log10(np.maximum(spec * 2.0 / win.sum(), 1e-7))
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate_hz)
+    times = (np.arange(n_frames) * hop + n_fft / 2) / sample_rate_hz
+    return db, freqs, times
+
+
+def plot_spectrogram(x: np.ndarray, sample_rate_hz: int, out_path: str | Path, *, title: str = "",
+                     max_freq_hz: float | None = None, floor_db: float = -100.0) -> Path:
+    """A small spectrogram image (dB re full scale, fixed colour range so images compare)."""
+    plt = _pyplot()
+    db, freqs, times = spectrogram_db(x, sample_rate_hz)
+    fig, ax = plt.subplots(figsize=(4.2, 1.7))
+    top = min(max_freq_hz or freqs[-1], freqs[-1])
+    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=floor_db, vmax=0.0,
+              extent=[0.0, float(times[-1] + times[0]), 0.0, float(freqs[-1]) / 1000.0])
+    ax.set_ylim(0, top / 1000.0)
+    ax.set_ylabel("kHz", fontsize=7)
+    ax.set_xlabel("s", fontsize=7)
+    ax.tick_params(labelsize=6)
+    if title:
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout(pad=0.3)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

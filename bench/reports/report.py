@@ -1,0 +1,232 @@
+"""Build every table of a report once, then write it as CSV, JSON, markdown (and HTML in html.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.reports import plots, stats, tables
+from bench.reports.load import RunData, display_codec
+
+METHODS_TEXT = (
+    "Means are over the items each row scored; 95% confidence intervals are percentile bootstraps "
+    "({n_boot} resamples) that resample speakers or tracks as clusters where the dataset records them. "
+    "BD-rate and BD-quality (Bjontegaard) use monotone piecewise cubic (PCHIP) interpolation over the "
+    "range where both curves exist; curves overlapping less than 25% of the narrower one get no number. "
+    "Paired comparisons match each operating point to the reference's nearest measured bitrate "
+    "(within a factor {ratio:g}), use the Wilcoxon signed-rank test on per-cluster mean differences, "
+    "and Holm's correction across all comparisons (alpha {alpha:g})."
+)
+
+
+@dataclass
+class Report:
+    data: RunData
+    reference: str | None
+    summary: Any
+    bd: Any
+    paired: Any
+    counts: Any
+    efficiency: Any
+    n_boot: int
+    alpha: float
+    plots: dict[str, Path] = field(default_factory=dict)  # metric -> PNG
+
+    @property
+    def methods(self) -> str:
+        return METHODS_TEXT.format(n_boot=self.n_boot, ratio=tables.MATCH_RATIO, alpha=self.alpha)
+
+    def header(self) -> dict[str, Any]:
+        d = self.data
+        datasets = sorted(set(d.items["dataset"]))
+        splits = sorted(set(d.items["split"].dropna())) if "split" in d.items else []
+        return {
+            "run_dir": str(d.run_dir), "run_id": d.run_id, "datasets": datasets, "splits": splits,
+            "n_items": int(len(d.items)), "codecs": d.codecs, "metrics": d.metrics,
+            "reference": self.reference, "other_runs_in_file": d.other_runs,
+            "metric_directions": {m: d.info(m).better for m in d.metrics},
+            "direction_guessed": [m for m in d.metrics if d.info(m).direction_source == "guess"],
+        }
+
+
+def build(data: RunData, *, reference: str | None = None, n_boot: int = stats.DEFAULT_N_BOOT,
+          alpha: float = 0.05, seed: int = 0) -> Report:
+    ref = tables.resolve_reference(data, reference)
+    summary = tables.summary(data, n_boot=n_boot, seed=seed)
+    return Report(
+        data=data, reference=ref, summary=summary,
+        bd=tables.bd_table(data, summary, ref),
+        paired=tables.paired_table(data, summary, ref, alpha=alpha),
+        counts=tables.counts_table(data),
+        efficiency=tables.efficiency_table(data),
+        n_boot=n_boot, alpha=alpha,
+    )
+
+
+def write_plots(report: Report, out_dir: Path) -> dict[str, Path]:
+    for metric in sorted(set(report.summary["metric"])):
+        info = report.data.info(metric)
+        path = out_dir / "plots" / f"rd_{plots.safe_name(metric)}.png"
+        plots.plot_rd(report.summary, metric, path, unit=info.unit, higher_is_better=info.higher_is_better)
+        report.plots[metric] = path
+    return report.plots
+
+
+def write_csv(report: Report, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("summary", "bd", "paired", "counts", "efficiency"):
+        frame = getattr(report, name)
+        path = out_dir / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        written.append(path)
+    return written
+
+
+def _records(frame) -> list[dict[str, Any]]:
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        clean = {}
+        for k, v in rec.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                v = None
+            elif hasattr(v, "item"):  # numpy scalar
+                v = v.item()
+            clean[k] = v
+        out.append(clean)
+    return out
+
+
+def write_json(report: Report, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": "bench-report", "version": 1, **report.header(), "methods": report.methods,
+        "summary": _records(report.summary), "bd": _records(report.bd), "paired": _records(report.paired),
+        "counts": _records(report.counts), "efficiency": _records(report.efficiency),
+        "plots": {m: str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
+                  for m, p in report.plots.items()},
+    }
+    path = out_dir / "report.json"
+    path.write_text(json.dumps(payload, indent=1, default=str))
+    return path
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """Numbers for tables: about 3 significant digits, a dash for NaN."""
+    if x is None:
+        return ""
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(f):
+        return "–"
+    if f == 0:
+        return "0"
+    mag = int(math.floor(math.log10(abs(f))))
+    if mag >= 4 or mag < -2:
+        return f"{f:.{digits}g}"
+    return f"{f:.{max(0, digits - 1 - mag)}f}"
+
+
+def summary_rows(report: Report, dataset: str, domain: str, metric: str) -> list[dict[str, str]]:
+    """Display rows of one summary block (shared by markdown and HTML)."""
+    s = report.summary
+    block = s[(s["dataset"] == dataset) & (s["domain"] == domain) & (s["metric"] == metric)]
+    block = block.sort_values(["codec", "nominal_kbps"])
+    rows = []
+    for r in block.itertuples():
+        mark = "" if r.same_items else " †"
+        ci = f"[{fmt(r.ci_lo)}, {fmt(r.ci_hi)}]" if math.isfinite(r.ci_lo) else "n/a (<2 clusters)"
+        rows.append({"codec": r.label, "op": str(r.op), "nominal kbps": fmt(r.nominal_kbps),
+                     "measured kbps": fmt(r.measured_kbps), "mean": fmt(r.mean) + mark, "95% CI": ci,
+                     "items": str(r.n_items), "clusters": str(r.n_clusters), "failed": str(r.n_failed),
+                     "n/a": str(r.n_not_applicable)})
+    return rows
+
+
+def _md_table(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "_(none)_\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bd_rows(report: Report) -> list[dict[str, str]]:
+    rows = []
+    for r in report.bd.itertuples() if len(report.bd) else []:
+        rows.append({"dataset": r.dataset, "domain": r.domain, "metric": r.metric, "codec": r.label,
+                     "vs": display_codec(r.reference),
+                     "BD-rate %": fmt(r.bd_rate_pct), "BD-quality": fmt(r.bd_quality),
+                     "points": f"{r.n_points}/{r.n_points_ref}", "note": r.note})
+    return rows
+
+
+def paired_rows(report: Report) -> list[dict[str, str]]:
+    rows = []
+    for r in report.paired.itertuples() if len(report.paired) else []:
+        rows.append({"metric": r.metric, "codec": f"{r.label}@{r.op}", "kbps": fmt(r.kbps),
+                     "vs": f"{display_codec(r.reference)}@{r.ref_op}", "ref kbps": fmt(r.ref_kbps),
+                     "items": str(r.n_items), "clusters": str(r.n_clusters), "mean diff": fmt(r.mean_diff),
+                     "p": fmt(r.p_value), "p (Holm)": fmt(r.p_holm), "verdict": r.verdict})
+    return rows
+
+
+def counts_rows(report: Report) -> list[dict[str, str]]:
+    rows = []
+    for r in report.counts.itertuples() if len(report.counts) else []:
+        rows.append({"metric": r.metric, "codec": f"{r.label}@{r.op}", "scored": str(r.scored),
+                     "failed": str(r.failed), "not applicable": str(r.not_applicable),
+                     "missing": str(r.missing), "reasons": "; ".join(x for x in (r.failure_reasons, r.not_applicable_reasons) if x)})
+    return rows
+
+
+def efficiency_rows(report: Report) -> list[dict[str, str]]:
+    rows = []
+    for r in report.efficiency.itertuples() if len(report.efficiency) else []:
+        params = "" if r.parameters is None or (isinstance(r.parameters, float) and not math.isfinite(r.parameters)) else f"{int(r.parameters):,}"
+        rows.append({"codec": f"{r.label}@{r.op}", "parameters": params, "device": str(r.device or ""),
+                     "peak memory MB": fmt(r.peak_memory_mb), "encode RTF": fmt(r.encode_rtf),
+                     "decode RTF": fmt(r.decode_rtf), "audio s": fmt(r.audio_s), "checkpoint": r.checkpoint_hash})
+    return rows
+
+
+def write_markdown(report: Report, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    h = report.header()
+    lines = [f"# Codec benchmark report: {', '.join(h['datasets']) or 'run'}", "",
+             f"Run `{h['run_id']}` in `{h['run_dir']}`: {h['n_items']} items, codecs {', '.join(display_codec(c) for c in h['codecs'])}; "
+             f"reference for BD and paired tests: {display_codec(h['reference']) if h['reference'] else 'none'}.", ""]
+    if h["direction_guessed"]:
+        lines += [f"Direction (higher/lower is better) guessed from the name for: {', '.join(h['direction_guessed'])}.", ""]
+    for metric in sorted(set(report.summary["metric"])):
+        info = report.data.info(metric)
+        lines += [f"## {metric} ({info.better} is better{', ' + info.unit if info.unit else ''})", ""]
+        if metric in report.plots:
+            rel = report.plots[metric].relative_to(out_dir) if report.plots[metric].is_relative_to(out_dir) else report.plots[metric]
+            lines += [f"![R-D {metric}]({rel.as_posix()})", ""]
+        s = report.summary[report.summary["metric"] == metric]
+        for dataset, domain in s[["dataset", "domain"]].drop_duplicates().itertuples(index=False):
+            lines += [f"### {dataset or 'dataset'} / {domain}", "", _md_table(summary_rows(report, dataset, domain, metric))]
+    lines += ["† mean over a different set of items than most rows of its table (failures or missing items); "
+              "compare with care.", ""]
+    lines += ["## BD-rate and BD-quality", "", "Negative BD-rate: fewer bits for the same quality. "
+              "BD-quality is the mean metric difference at equal rate (metric units).", "", _md_table(bd_rows(report))]
+    lines += ["## Paired comparisons at matched operating points", "", _md_table(paired_rows(report))]
+    lines += ["## Counts", "", _md_table(counts_rows(report))]
+    lines += ["## Efficiency", "", "RTF = processing seconds / audio seconds on the run's device (below 1 is faster than real time).",
+              "", _md_table(efficiency_rows(report))]
+    lines += ["## Methods", "", report.methods, ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
