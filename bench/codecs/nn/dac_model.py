@@ -1,0 +1,195 @@
+"""The Improved RVQGAN (DAC) generator: encoder, residual VQ, decoder, and its named configs.
+
+Kumar et al. 2023, "High-Fidelity Audio Compression with Improved RVQGAN". The published configs
+(44.1, 24 and 16 kHz) reproduce the released models' shapes; ``small`` is the 24 kHz model this
+repository trains and ships (sized for CPU training), ``tiny`` is for tests.
+
+The encoder is split into ``body`` (input conv + strided blocks) and ``head`` (Snake + conv to the
+latent) so that VRVQ can tap the activation between them for its importance network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import nn
+
+from bench.codecs.nn.layers import DecoderBlock, EncoderBlock, Snake1d, WNConv1d, init_conv_weights
+from bench.codecs.nn.rvq import QuantizerOutput, ResidualVQ
+
+
+@dataclass(frozen=True)
+class DACConfig:
+    """Architecture of a DAC generator. ``latent_dim`` 0 means ``encoder_dim * 2**len(encoder_rates)``."""
+
+    sample_rate_hz: int = 44100
+    encoder_dim: int = 64
+    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
+    latent_dim: int = 0
+    decoder_dim: int = 1536
+    decoder_rates: tuple[int, ...] = (8, 8, 4, 2)
+    n_codebooks: int = 9
+    codebook_size: int = 1024
+    codebook_dim: int = 8
+    quantizer_dropout: float = 0.5
+
+    def __post_init__(self):
+        if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
+            raise ValueError(f"encoder rates {self.encoder_rates} and decoder rates {self.decoder_rates} "
+                             "must have the same product (the hop)")
+        if self.codebook_size & (self.codebook_size - 1):
+            raise ValueError(f"codebook_size must be a power of two for fixed-width codes, got {self.codebook_size}")
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.encoder_rates)
+
+    @property
+    def frame_rate_hz(self) -> float:
+        return self.sample_rate_hz / self.hop_length
+
+    @property
+    def bits_per_code(self) -> int:
+        return int(math.log2(self.codebook_size))
+
+    @property
+    def effective_latent_dim(self) -> int:
+        return self.latent_dim or self.encoder_dim * 2 ** len(self.encoder_rates)
+
+    def kbps(self, n_codebooks: int) -> float:
+        """Nominal bitrate: frame rate x codebooks x log2(K)."""
+        return self.frame_rate_hz * n_codebooks * self.bits_per_code / 1000.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["encoder_rates"] = list(self.encoder_rates)
+        d["decoder_rates"] = list(self.decoder_rates)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DACConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown DAC config fields: {sorted(unknown)}")
+        d = dict(d)
+        for key in ("encoder_rates", "decoder_rates"):
+            if key in d:
+                d[key] = tuple(int(r) for r in d[key])
+        return cls(**d)
+
+
+CONFIGS: dict[str, DACConfig] = {
+    # The released DAC models (descript-audio-codec v1.0.0 weights).
+    "44k": DACConfig(44100, 64, (2, 4, 8, 8), 0, 1536, (8, 8, 4, 2), 9, 1024, 8, 0.5),
+    "24k": DACConfig(24000, 64, (2, 4, 5, 8), 0, 1536, (8, 5, 4, 2), 32, 1024, 8, 0.5),
+    "16k": DACConfig(16000, 64, (2, 4, 5, 8), 0, 1536, (8, 5, 4, 2), 12, 1024, 8, 0.5),
+    # Shipped here: 24 kHz, 75 frames/s, 8 x 10-bit codebooks = 0.75..6 kbps; sized for CPU training.
+    "small": DACConfig(24000, 8, (2, 4, 5, 8), 128, 192, (8, 5, 4, 2), 8, 1024, 8, 0.5),
+    # Tests only: 16 kHz, hop 40, 4 x 6-bit codebooks.
+    "tiny": DACConfig(16000, 4, (2, 4, 5), 32, 32, (5, 4, 2), 4, 64, 4, 0.5),
+}
+
+
+def get_config(name: str) -> DACConfig:
+    if name not in CONFIGS:
+        from bench.registry import did_you_mean
+
+        raise KeyError(f"unknown DAC config {name!r}.{did_you_mean(name, list(CONFIGS))}")
+    return CONFIGS[name]
+
+
+class Encoder(nn.Module):
+    """Conv(k=7) -> strided EncoderBlocks (channels double each block) -> Snake -> Conv(k=3) to the latent."""
+
+    def __init__(self, dim: int, rates: tuple[int, ...], latent_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = [WNConv1d(1, dim, kernel_size=7, padding=3)]
+        for stride in rates:
+            layers.append(EncoderBlock(dim, dim * 2, stride))
+            dim *= 2
+        self.body = nn.Sequential(*layers)
+        self.body_channels = dim
+        self.head = nn.Sequential(Snake1d(dim), WNConv1d(dim, latent_dim, kernel_size=3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class Decoder(nn.Module):
+    """Conv(k=7) -> DecoderBlocks (channels halve each block) -> Snake -> Conv(k=7) -> tanh."""
+
+    def __init__(self, latent_dim: int, dim: int, rates: tuple[int, ...]):
+        super().__init__()
+        layers: list[nn.Module] = [WNConv1d(latent_dim, dim, kernel_size=7, padding=3)]
+        for i, stride in enumerate(rates):
+            layers.append(DecoderBlock(dim // 2**i, dim // 2 ** (i + 1), stride))
+        out_dim = dim // 2 ** len(rates)
+        layers += [Snake1d(out_dim), WNConv1d(out_dim, 1, kernel_size=7, padding=3), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model(z)
+
+
+@dataclass
+class GeneratorOutput:
+    audio: torch.Tensor
+    codes: torch.Tensor
+    commitment_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    n_active: torch.Tensor
+    extra: dict = field(default_factory=dict)
+
+
+class DAC(nn.Module):
+    """Encoder + residual VQ + decoder for mono audio ``[B, 1, T]`` in [-1, 1] at ``config.sample_rate_hz``."""
+
+    def __init__(self, config: DACConfig):
+        super().__init__()
+        self.config = config
+        latent = config.effective_latent_dim
+        self.encoder = Encoder(config.encoder_dim, config.encoder_rates, latent)
+        self.quantizer = ResidualVQ(latent, config.n_codebooks, config.codebook_size, config.codebook_dim,
+                                    config.quantizer_dropout)
+        self.decoder = Decoder(latent, config.decoder_dim, config.decoder_rates)
+        self.apply(init_conv_weights)
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    def pad(self, wav: torch.Tensor) -> torch.Tensor:
+        """Right-pad with zeros to a whole number of frames."""
+        if wav.dim() != 3 or wav.shape[1] != 1:
+            raise ValueError(f"DAC expects mono audio [B, 1, T], got {tuple(wav.shape)}")
+        frames = max(1, math.ceil(wav.shape[-1] / self.hop_length))
+        return nn.functional.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
+
+    def quantize(self, wav: torch.Tensor, n_codebooks: int) -> QuantizerOutput:
+        return self.quantizer(self.encoder(self.pad(wav)), n_codebooks)
+
+    def forward(self, wav: torch.Tensor, n_codebooks: int) -> GeneratorOutput:
+        """Encode, quantise with (at most) ``n_codebooks`` and decode; output has the input's length."""
+        q = self.quantize(wav, n_codebooks)
+        audio = self.decoder(q.z_q)[..., : wav.shape[-1]]
+        return GeneratorOutput(audio, q.codes, q.commitment_loss, q.codebook_loss, q.n_active)
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, n_codebooks: int) -> torch.Tensor:
+        """Codes ``[B, n_codebooks, frames]`` (eval semantics: exactly the first n stages)."""
+        if self.training:
+            raise RuntimeError("DAC.encode is for inference; call model.eval() first")
+        return self.quantize(wav, n_codebooks).codes
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        """Audio ``[B, 1, T]`` from codes ``[B, n, frames]``; trimmed to ``num_samples`` if given."""
+        audio = self.decoder(self.quantizer.decode_codes(codes))
+        return audio if num_samples is None else audio[..., :num_samples]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

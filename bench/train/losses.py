@@ -1,0 +1,65 @@
+"""Losses of the DAC recipe: least-squares GAN, feature matching, and the weighted generator total.
+
+The mel term is the shared ``MultiScaleMelDistance`` (7 scales, the same definition as the
+``mel_distance`` metric), so the training loss and the benchmark measure the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+FeatureMaps = list[list[torch.Tensor]]  # one list per sub-discriminator, logits last
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """DAC ``conf/base.yml``: mel 15, feature matching 2, adversarial 1, codebook 1, commitment 0.25."""
+
+    mel: float = 15.0
+    feature: float = 2.0
+    adversarial: float = 1.0
+    codebook: float = 1.0
+    commitment: float = 0.25
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def discriminator_loss(d_fake: FeatureMaps, d_real: FeatureMaps) -> torch.Tensor:
+    """LSGAN: sum over sub-discriminators of mean(D(fake)^2) + mean((1 - D(real))^2)."""
+    loss = d_fake[0][-1].new_zeros(())
+    for fake, real in zip(d_fake, d_real):
+        loss = loss + fake[-1].pow(2).mean() + (1 - real[-1]).pow(2).mean()
+    return loss
+
+
+def generator_adversarial_loss(d_fake: FeatureMaps) -> torch.Tensor:
+    """LSGAN generator term: sum over sub-discriminators of mean((1 - D(fake))^2)."""
+    loss = d_fake[0][-1].new_zeros(())
+    for fake in d_fake:
+        loss = loss + (1 - fake[-1]).pow(2).mean()
+    return loss
+
+
+def feature_matching_loss(d_fake: FeatureMaps, d_real: FeatureMaps) -> torch.Tensor:
+    """L1 between the feature maps (all but the logits) of fake and real, summed over layers."""
+    loss = d_fake[0][-1].new_zeros(())
+    for fake, real in zip(d_fake, d_real):
+        for f, r in zip(fake[:-1], real[:-1]):
+            loss = loss + F.l1_loss(f, r.detach())
+    return loss
+
+
+def weighted_total(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    """Sum of the named terms that have a weight (missing terms count zero)."""
+    total = None
+    for name, w in asdict(weights).items():
+        if name in terms and w:
+            part = w * terms[name]
+            total = part if total is None else total + part
+    if total is None:
+        raise ValueError(f"no weighted loss terms among {sorted(terms)}")
+    return total
