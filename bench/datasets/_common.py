@@ -70,9 +70,12 @@ class Configurable(Dataset):
         """Parse/check ``self.options`` in place; raise DatasetOptionError on bad values."""
 
 
-def missing_data(name: str, split: str | None, root: Path | None, what: str, explicit_root: Any = None) -> DataMissingError:
+def missing_data(name: str, split: str | None, root: Path | None, what: str, explicit_root: Any = None,
+                 options: dict[str, Any] | None = None) -> DataMissingError:
     """The one clear error for absent data, naming the command that fetches it."""
     cmd = ["bench", "data", "download", name]
+    for key, value in (options or {}).items():
+        cmd += ["--dataset-opt", f"{key}={value}"]
     if split:
         cmd += ["--split", split]
     if explicit_root:
@@ -100,3 +103,99 @@ def audio_files(directory: Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -
 def read_text(path: Path) -> str:
     """A transcript file, stripped, whitespace runs collapsed."""
     return " ".join(path.read_text(encoding="utf-8", errors="replace").split())
+
+
+class Downloadable:
+    """Mixin for datasets with a public source: ``resources`` per split, ``download`` and ``verify``.
+
+    Subclasses define ``resources(split)`` (receipt name -> :class:`~bench.datasets.download.Resource`)
+    and may define ``expected_counts`` (split -> number of items in the official release).
+    """
+
+    expected_counts: dict[str, int] = {}
+    source_note: str = ""
+
+    def resources(self, split: str) -> list[tuple[str, Any]]:
+        return []
+
+    def download(self, split: str | None = None, root: str | os.PathLike | None = None, *, progress: bool = True,
+                 keep_archive: bool = False, mirror: str | None = None, force: bool = False) -> list[str]:
+        """Fetch what ``split`` needs under the data root; returns one line per resource."""
+        from bench.config import data_root
+        from bench.datasets.download import fetch
+
+        split = self.check_split(split)  # type: ignore[attr-defined]
+        base = data_root(root, self.name)  # type: ignore[attr-defined]
+        lines = []
+        resources = self.resources(split)
+        if not resources:
+            raise DataMissingError(f"{self.name} has no public download for {split!r}. {self.source_note}")  # type: ignore[attr-defined]
+        for receipt_name, res in resources:
+            if mirror:
+                res = res.with_base_url(mirror)
+            receipt = fetch(res, base, receipt_name, progress=progress, keep_archive=keep_archive, force=force)
+            if receipt is None:
+                lines.append(f"{receipt_name}: already present at {base / res.provides}")
+            else:
+                checked = ", ".join(receipt.checksum_checked) or "no published checksum; archive integrity only"
+                lines.append(f"{receipt_name}: {receipt.size_bytes / 1e6:.1f} MB from {receipt.url}, verified "
+                             f"({checked}), unpacked to {receipt.unpacked_to}")
+        return lines
+
+    def verify(self, split: str | None = None, root: str | os.PathLike | None = None,
+               progress: bool = False) -> tuple[bool, list[str]]:
+        """Check that every item of a split is present and readable; (ok, report lines)."""
+        from bench.config import data_root
+        from bench.datasets.download import read_receipt
+
+        split = self.check_split(split)  # type: ignore[attr-defined]
+        items = list(self.items(split, root))  # type: ignore[attr-defined]
+        problems = []
+        for item in items:
+            why = check_audio_file(item.path, int(item.extra.get("stream_index", 0)))
+            if why:
+                problems.append(f"{item.id}: {why}")
+        lines = [f"{self.name}/{split}: {len(items)} items, {len(problems)} unreadable"]  # type: ignore[attr-defined]
+        ok = not problems
+        expected = self.expected_counts.get(split)
+        if expected is not None and len(items) != expected:
+            lines.append(f"expected {expected} items in the official release, found {len(items)}")
+            ok = False
+        base = data_root(root, self.name)  # type: ignore[attr-defined]
+        for receipt_name, _res in self.resources(split):
+            rec = read_receipt(base, receipt_name)
+            if rec:
+                digests = ", ".join(f"{k} {v}" for k, v in rec["digests"].items())
+                lines.append(f"{receipt_name}: downloaded {rec['finished_utc']} from {rec['url']} ({digests})")
+        lines += problems[:20]
+        if len(problems) > 20:
+            lines.append(f"... and {len(problems) - 20} more")
+        return ok, lines
+
+
+def check_audio_file(path: str, stream_index: int = 0) -> str | None:
+    """Why a file cannot be used (None when fine): missing, empty, unreadable header, no stream."""
+    p = Path(path)
+    if not p.is_file():
+        return f"missing file {path}"
+    if p.stat().st_size == 0:
+        return f"empty file {path}"
+    if path.lower().endswith((".mp4", ".m4a", ".aac")):
+        try:
+            import av
+
+            with av.open(path) as container:
+                if len(container.streams.audio) <= stream_index:
+                    return f"{path}: no audio stream #{stream_index}"
+        except Exception as exc:  # noqa: BLE001
+            return f"{path}: unreadable ({exc})"
+        return None
+    try:
+        import soundfile as sf
+
+        info = sf.info(path)
+        if info.frames == 0:
+            return f"{path}: no samples"
+    except Exception as exc:  # noqa: BLE001
+        return f"{path}: unreadable header ({exc})"
+    return None
