@@ -27,8 +27,6 @@ The reference codecs (``opus``, ``mp3``) run the real encoders that ship inside 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from abc import abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
@@ -122,6 +120,9 @@ def backend_version(lib_fragment: str, version_function: str) -> str:
     the libraries PyAV has loaded (the wheel bundles its own copies), then on the system path.
     When neither works the string still carries PyAV's and libavcodec's versions.
     """
+    import ctypes
+    import ctypes.util
+
     import av
 
     candidates = _loaded_library_paths(lib_fragment)
