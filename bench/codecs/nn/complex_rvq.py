@@ -1,0 +1,201 @@
+"""Residual vector quantisation of complex latent frames, with EMA codebooks (EuleroDec).
+
+Each time frame of the complex latent is one vector ``z`` in C^H. Quantisation compares it in its
+real form ``[Re z, Im z]`` in R^{2H} (the Euclidean distance on C^H is exactly the one on R^{2H}),
+so the codebooks hold real 2H vectors and the quantised output is turned back into complex64.
+
+* ``num_quantizers`` stages (12 in the paper) of ``codebook_size`` entries (2048, 11 bits).
+* Codebooks are updated by exponential moving averages of the assigned vectors (no codebook
+  loss); the decay warms up linearly from ``decay_start`` (0.98) to ``decay_end`` (0.999) over
+  ``decay_warmup_steps`` training steps, so early codebooks move fast and later ones settle.
+* The encoder is pulled towards its codes by a commitment loss ``beta * ||z - sg(q)||^2`` (beta 0.05)
+  and gradients pass the quantiser by the straight-through estimator.
+* Dead codes (unused for ``dead_after_steps`` training steps) restart from vectors drawn from a
+  reservoir of recent residuals of that stage, so a small batch can still populate 2048 entries.
+* ``usage_counts`` accumulate code assignments between :meth:`reset_stats` calls, giving the
+  per-stage usage fraction and perplexity ``exp(entropy)`` to log (a collapsed codebook has a
+  perplexity far below its size).
+
+At inference, exactly the first ``n_quantizers`` stages run; the number is an explicit argument.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ComplexResidualVQ(nn.Module):
+    """RVQ over complex vectors ``[B, T, H]`` (complex64), EMA codebooks over their real 2H form."""
+
+    def __init__(self, dim_complex: int, num_quantizers: int = 12, codebook_size: int = 2048,
+                 beta: float = 0.05, decay_start: float = 0.98, decay_end: float = 0.999,
+                 decay_warmup_steps: int = 5000, dead_after_steps: int = 200,
+                 reservoir_size: int = 4096, eps: float = 1e-5):
+        super().__init__()
+        self.dim_complex, self.dim = dim_complex, 2 * dim_complex
+        self.num_quantizers, self.codebook_size = num_quantizers, codebook_size
+        self.beta, self.eps = beta, eps
+        self.decay_start, self.decay_end, self.decay_warmup_steps = decay_start, decay_end, decay_warmup_steps
+        self.dead_after_steps, self.reservoir_size = dead_after_steps, reservoir_size
+        nq, k, d = num_quantizers, codebook_size, self.dim
+        # persistent state (shipped): the codebooks; training state (saved for resume): EMA stats
+        self.register_buffer("codebooks", torch.randn(nq, k, d) * 0.01)
+        self.register_buffer("ema_cluster_size", torch.ones(nq, k))
+        self.register_buffer("ema_embed_sum", self.codebooks.clone())
+        self.register_buffer("last_used_step", torch.zeros(nq, k, dtype=torch.long))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        # not saved: statistics and the residual reservoir
+        self.register_buffer("usage_counts", torch.zeros(nq, k), persistent=False)
+        self.register_buffer("restarts", torch.zeros(nq, dtype=torch.long), persistent=False)
+        self.register_buffer("reservoir", torch.zeros(nq, 0, d), persistent=False)
+
+    # --- schedule and statistics ------------------------------------------------------------
+    def current_decay(self) -> float:
+        """EMA decay at the current training step (linear warm-up start -> end)."""
+        frac = min(1.0, float(self.step) / max(1, self.decay_warmup_steps))
+        return self.decay_start + (self.decay_end - self.decay_start) * frac
+
+    def reset_stats(self) -> None:
+        self.usage_counts.zero_()
+        self.restarts.zero_()
+
+    def stats(self) -> dict[str, list[float]]:
+        """Per-stage perplexity, fraction of codes used and restarts since the last reset."""
+        counts = self.usage_counts
+        total = counts.sum(dim=1, keepdim=True).clamp_min(1)
+        p = counts / total
+        entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=1)
+        return {
+            "perplexity": [round(float(x), 1) for x in entropy.exp()],
+            "usage": [round(float(x), 4) for x in (counts > 0).float().mean(dim=1)],
+            "restarts": [int(x) for x in self.restarts],
+        }
+
+    # --- core -------------------------------------------------------------------------------
+    def _nearest(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        cb = self.codebooks[stage]
+        dist = (x * x).sum(1, keepdim=True) - 2 * x @ cb.t() + (cb * cb).sum(1).unsqueeze(0)
+        return dist.argmin(dim=1)
+
+    def _check_n(self, n_quantizers: int | None) -> int:
+        n = self.num_quantizers if n_quantizers is None else int(n_quantizers)
+        if not 1 <= n <= self.num_quantizers:
+            raise ValueError(f"n_quantizers must be in 1..{self.num_quantizers}, got {n}")
+        return n
+
+    def _to_real(self, z: torch.Tensor) -> torch.Tensor:
+        if not torch.is_complex(z) or z.dim() != 3 or z.shape[-1] != self.dim_complex:
+            raise ValueError(f"expected complex [B, T, {self.dim_complex}], got {tuple(z.shape)} {z.dtype}")
+        return torch.view_as_real(z).reshape(z.shape[0], z.shape[1], self.dim)  # [Re, Im] interleaved
+
+    def _to_complex(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.view_as_complex(x.reshape(x.shape[0], x.shape[1], self.dim_complex, 2).contiguous())
+
+    @torch.no_grad()
+    def _init_from(self, residual: torch.Tensor, stage: int) -> None:
+        idx = torch.randint(0, residual.shape[0], (self.codebook_size,), device=residual.device)
+        noise = residual.std() * 0.01 * torch.randn(self.codebook_size, self.dim, device=residual.device)
+        self.codebooks[stage] = residual[idx] + noise
+        self.ema_embed_sum[stage] = self.codebooks[stage].clone()
+        self.ema_cluster_size[stage] = 1.0
+
+    @torch.no_grad()
+    def _update_reservoir(self, residuals: list[torch.Tensor]) -> None:
+        new = torch.stack(residuals)  # [nq, N, d]
+        res = torch.cat([new, self.reservoir], dim=1) if self.reservoir.numel() else new
+        self.reservoir = res[:, : self.reservoir_size].contiguous()
+
+    @torch.no_grad()
+    def _ema_update(self, x: torch.Tensor, codes: torch.Tensor, stage: int, decay: float) -> None:
+        k = self.codebook_size
+        counts = torch.bincount(codes, minlength=k).float()
+        sums = torch.zeros(k, self.dim, device=x.device).index_add_(0, codes, x)
+        self.ema_cluster_size[stage].mul_(decay).add_(counts, alpha=1 - decay)
+        self.ema_embed_sum[stage].mul_(decay).add_(sums, alpha=1 - decay)
+        size = self.ema_cluster_size[stage]
+        n = size.sum()
+        smoothed = (size + self.eps) / (n + k * self.eps) * n  # Laplace smoothing, never zero
+        self.codebooks[stage] = self.ema_embed_sum[stage] / smoothed.unsqueeze(1)
+        self.usage_counts[stage] += counts
+        self.last_used_step[stage][counts > 0] = self.step
+
+    @torch.no_grad()
+    def _restart_dead(self, stage: int) -> None:
+        dead = (self.step - self.last_used_step[stage]) > self.dead_after_steps
+        n_dead = int(dead.sum())
+        if n_dead == 0 or self.reservoir.numel() == 0:
+            return
+        pool = self.reservoir[stage]
+        idx = torch.randint(0, pool.shape[0], (n_dead,), device=pool.device)
+        fresh = pool[idx] + pool.std() * 0.01 * torch.randn(n_dead, self.dim, device=pool.device)
+        self.codebooks[stage][dead] = fresh
+        mean_size = float(self.ema_cluster_size[stage].mean())
+        self.ema_cluster_size[stage][dead] = mean_size
+        self.ema_embed_sum[stage][dead] = fresh * mean_size
+        self.last_used_step[stage][dead] = self.step
+        self.restarts[stage] += n_dead
+
+    def forward(self, z: torch.Tensor, n_quantizers: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantise ``z`` [B, T, H] complex. Returns (z_q complex, codes [B, n, T] long, commitment loss).
+
+        In training mode all stages run and the EMA codebooks, dead-code restarts and statistics
+        update; in eval mode exactly ``n_quantizers`` stages run and nothing changes.
+        """
+        n = self._check_n(n_quantizers)
+        if self.training and n != self.num_quantizers:
+            raise ValueError("training runs every quantizer stage; n_quantizers is an inference option")
+        b, t, _ = z.shape
+        x = self._to_real(z).reshape(b * t, self.dim)
+        xd = x.detach().float()
+        residual = xd.clone()
+        quantized = torch.zeros_like(xd)
+        codes = []
+        residuals_seen = []
+        decay = self.current_decay()
+        for stage in range(n):
+            if self.training:
+                if not bool(self.initialized):
+                    self._init_from(residual, stage)
+                residuals_seen.append(residual[torch.randperm(residual.shape[0])[: self.reservoir_size]])
+            idx = self._nearest(residual, stage)
+            if self.training:
+                self._ema_update(residual, idx, stage, decay)
+            q = self.codebooks[stage][idx]
+            quantized = quantized + q
+            residual = residual - q
+            codes.append(idx)
+        if self.training:
+            with torch.no_grad():
+                m = min(r.shape[0] for r in residuals_seen)
+                self._update_reservoir([r[:m] for r in residuals_seen])
+                for stage in range(n):
+                    self._restart_dead(stage)
+                self.initialized.fill_(True)
+                self.step += 1
+        commit = self.beta * F.mse_loss(x.float(), quantized)
+        x_q = x + (quantized.to(x.dtype) - x).detach()  # straight-through
+        codes_t = torch.stack(codes, dim=0).view(n, b, t).permute(1, 0, 2).contiguous()
+        return self._to_complex(x_q.view(b, t, self.dim)), codes_t, commit
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, n, T] (n <= num_quantizers) -> complex latent [B, T, H] (sum of the first n stages)."""
+        if codes.dim() != 3:
+            raise ValueError(f"codes must be [B, n, T], got {tuple(codes.shape)}")
+        b, n, t = codes.shape
+        self._check_n(n)
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes out of range 0..{self.codebook_size - 1}")
+        out = torch.zeros(b, t, self.dim, device=self.codebooks.device)
+        for stage in range(n):
+            out = out + self.codebooks[stage][codes[:, stage]]
+        return self._to_complex(out)
+
+    @property
+    def bits_per_code(self) -> int:
+        return int(math.ceil(math.log2(self.codebook_size)))
