@@ -195,10 +195,14 @@ class ExcerptSampler:
             x = x / peak
         return x.astype(np.float32)
 
-    def batch(self, batch_size: int) -> torch.Tensor:
-        """``[B, 1, T]``: items cycle through the groups from a random starting group."""
+    def batch_groups(self, batch_size: int) -> list[str]:
+        """Groups of the items of one batch: a cycle through all groups from a random starting group."""
         start = self.rng.randrange(len(self.group_names))
-        items = [self.excerpt(self.group_names[(start + i) % len(self.group_names)]) for i in range(batch_size)]
+        return [self.group_names[(start + i) % len(self.group_names)] for i in range(batch_size)]
+
+    def batch(self, batch_size: int) -> torch.Tensor:
+        """``[B, 1, T]`` excerpts, balanced across groups (see :meth:`batch_groups`)."""
+        items = [self.excerpt(group) for group in self.batch_groups(batch_size)]
         return torch.from_numpy(np.stack(items))[:, None, :]
 
 

@@ -1,0 +1,173 @@
+"""Improved RVQGAN (DAC), trained in this repository, behind the Codec interface.
+
+* Weights: a bench checkpoint (``NAME.safetensors`` + ``NAME.json`` card, see
+  ``bench.train.checkpoint``). By default the shipped ``small`` model in
+  ``bench/codecs/checkpoints/dac_small.safetensors``; ``--codecs dac:PATH`` loads any other checkpoint
+  trained with ``bench train dac``. A missing checkpoint is an error, never random weights.
+* Operating points: the number of codebooks, ``1..N`` (named ``"1"`` .. ``"N"``: ``dac@4``). Exactly
+  the first n codebooks are computed and sent.
+* Nominal bitrate: frame rate x n x log2(K) (0.75 kbps per codebook for the 24 kHz, 75 Hz, K = 1024 model).
+* Bitstream: the harness header, then the codes ``[B, n, frames]`` at log2(K) bits each, MSB first,
+  C order; frames = ceil(num_samples / hop). Nothing else: n comes from the operating point in the
+  header and the frame count from the sample count.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, \
+    register_codec
+from bench.codecs.nn.bitpack import pack_codes, packed_size, unpack_codes
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "dac_small.safetensors"
+
+
+class DACCodec(Codec):
+    """DAC from a bench checkpoint; operating points = number of codebooks."""
+
+    name = "dac"
+
+    def __init__(self, checkpoint: str | None = None):
+        super().__init__(checkpoint)
+        self._card: dict | None = None
+        self._config = None
+        self.model = None
+
+    # --- checkpoint and spec -------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        from bench.train.checkpoint import weights_path
+
+        return weights_path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
+
+    @property
+    def card(self) -> dict:
+        if self._card is None:
+            from bench.train.checkpoint import CheckpointError, read_card
+
+            path = self.checkpoint_path
+            given = Path(self.checkpoint) if self.checkpoint else None
+            if not path.exists() and not (given is not None and given.is_file()):
+                hint = ("the shipped DAC checkpoint is missing from this installation"
+                        if not self.checkpoint else "no such checkpoint")
+                raise CheckpointError(f"dac: {hint}: {path}. Train one with 'bench train dac --config small ...' "
+                                      "and pass it as --codecs dac:PATH")
+            card = read_card(self.checkpoint or path)
+            if card.get("model") != "dac":
+                raise CheckpointError(f"{path}: checkpoint is for model {card.get('model')!r}, not 'dac'")
+            if card.get("kind") == "training-state":
+                raise CheckpointError(f"{path}: this is a training state for --resume; use the exported "
+                                      f"dac_<config>.safetensors beside it")
+            self._card = card
+        return self._card
+
+    @property
+    def config(self):
+        if self._config is None:
+            from bench.codecs.nn.dac_model import DACConfig
+
+            self._config = DACConfig.from_dict(self.card["config"])
+        return self._config
+
+    @property
+    def spec(self) -> CodecSpec:
+        cfg = self.config
+        card = self.card
+        ops = [OperatingPoint(str(n), round(cfg.kbps(n), 4), {"n_codebooks": n})
+               for n in range(1, cfg.n_codebooks + 1)]
+        training = card.get("training", {})
+        return CodecSpec(
+            name=self.name,
+            sample_rate_hz=cfg.sample_rate_hz,
+            channels=1,
+            operating_points=ops,
+            family="dac",
+            frame_rate_hz=cfg.frame_rate_hz,
+            codebook_sizes=[cfg.codebook_size] * cfg.n_codebooks,
+            licence=card.get("licence", ""),
+            requires=["torch", "safetensors"],
+            description=(f"Improved RVQGAN ({card.get('name', 'dac')}), trained here: "
+                         f"{training.get('steps', '?')} steps on {training.get('device', '?')}"),
+        )
+
+    @property
+    def checkpoint_hash(self) -> str:
+        return self.card.get("weights_sha256", "none")
+
+    def num_parameters(self) -> int | None:
+        if self.model is not None:
+            return sum(p.numel() for p in self.model.parameters())
+        return self.card.get("num_parameters")
+
+    def _load(self) -> None:
+        from bench.codecs.nn.dac_model import DAC
+        from bench.train.checkpoint import load_checkpoint, load_module
+
+        tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model="dac")
+        model = DAC(self.config)
+        load_module(model, tensors, "generator", source=str(self.checkpoint_path))
+        self.model = model.eval().to(self.device)
+
+    def load(self, device: str | torch.device = "cpu") -> "DACCodec":
+        super().load(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
+
+    # --- coding ----------------------------------------------------------------------------
+    def _n_codebooks(self, op: OperatingPoint) -> int:
+        return int(op.params.get("n_codebooks", op.name))
+
+    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        op = self.resolve_op(operating_point)
+        wav = self.check_wav(wav, 1)
+        if not self._loaded:
+            self.load(self.device)
+        codes = self.model.encode(wav.to(self.device, torch.float32), self._n_codebooks(op))
+        return Encoded(self.name, op.name, self.config.sample_rate_hz, 1, int(wav.shape[-1]), int(wav.shape[0]),
+                       codes.cpu())
+
+    def decode(self, encoded: Encoded) -> torch.Tensor:
+        if not self._loaded:
+            self.load(self.device)
+        codes = torch.as_tensor(encoded.payload, dtype=torch.long)
+        audio = self.model.decode(codes.to(self.device), encoded.num_samples)
+        return audio.float().cpu()
+
+    # --- bitstream -------------------------------------------------------------------------
+    def _frames(self, num_samples: int) -> int:
+        return max(1, math.ceil(num_samples / self.config.hop_length))
+
+    def pack_payload(self, encoded: Encoded) -> bytes:
+        codes = np.asarray(torch.as_tensor(encoded.payload).cpu().numpy(), dtype=np.int64)
+        n = self._n_codebooks(self.resolve_op(encoded.operating_point))
+        expected = (encoded.batch_size, n, self._frames(encoded.num_samples))
+        if codes.shape != expected:
+            raise ValueError(f"dac codes have shape {codes.shape}, expected {expected}")
+        return pack_codes(codes, self.config.bits_per_code)
+
+    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> Any:
+        try:
+            op = self.resolve_op(header.operating_point)
+        except KeyError as exc:
+            raise BitstreamError(f"dac bitstream names an unknown operating point {header.operating_point!r}") from exc
+        if header.num_channels != 1 or header.sample_rate_hz != self.config.sample_rate_hz:
+            raise BitstreamError(f"dac bitstream for {header.num_channels} ch at {header.sample_rate_hz} Hz does "
+                                 f"not match this checkpoint (1 ch at {self.config.sample_rate_hz} Hz)")
+        shape = (header.batch_size, self._n_codebooks(op), self._frames(header.num_samples))
+        count = int(np.prod(shape))
+        bits = self.config.bits_per_code
+        if len(body) != packed_size(count, bits):
+            raise BitstreamError(f"dac payload has {len(body)} bytes, expected {packed_size(count, bits)} "
+                                 f"for codes {shape} at {bits} bits (truncated or trailing bytes)")
+        return torch.from_numpy(unpack_codes(body, bits, count).reshape(shape))
+
+
+register_codec("dac", DACCodec)
