@@ -36,6 +36,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -195,9 +196,13 @@ class AudioSetDataset(Configurable, Downloadable):
             split_files = [f for f in files if f"/{HF_SPLITS[split][1]}" in f.replace(os.sep, "/")
                            or f"/{split}" in f.replace(os.sep, "/")]
             ds = datasets.load_dataset("parquet", data_files=split_files or files, split="train")
-        elif "/" in source and not path.exists():
+        elif re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not path.exists():  # a hub id: owner/name
             config, hf_split = HF_SPLITS[split]
-            ds = datasets.load_dataset(source, config, split=hf_split)
+            try:
+                ds = datasets.load_dataset(source, config, split=hf_split)
+            except Exception as exc:  # noqa: BLE001 - network, auth, or a wrong id: one clear message
+                raise DataMissingError(f"audioset: cannot load {source!r} ({config}/{hf_split}) from the Hugging Face "
+                                       f"hub: {type(exc).__name__}: {exc}") from exc
         else:
             raise DataMissingError(f"audioset: hf={source!r} is neither a saved dataset, parquet files, nor a hub id")
         if "audio" not in ds.column_names:
