@@ -73,3 +73,23 @@ def test_bad_options_and_missing(tree, tmp_path):
     with pytest.raises(DatasetOptionError, match="share the id"):
         list(ds.configure(domain="speech").items(None, tmp_path / "dup"))
     assert ds.options["domain"] is None  # configure returned a copy
+
+
+def test_bench_run_folder_end_to_end(tmp_path, monkeypatch):
+    """A user's folder of mixed formats (MP3, Ogg, 24-bit FLAC) with a sidecar transcript."""
+    import shutil
+
+    from datasets_helpers import need_shared, run_bench
+
+    shared = need_shared() / "fixtures"
+    clips = tmp_path / "clips"
+    (clips / "talks").mkdir(parents=True)
+    shutil.copy(shared / "speech-mp3" / "1320_00000.mp3", clips / "talks" / "a.mp3")
+    shutil.copy(shared / "speech-librispeech-ogg" / "198-209-0000.hq.ogg", clips / "talks" / "b.ogg")
+    (clips / "talks" / "b.txt").write_text("  the words  spoken\nin b \n")
+    shutil.copy(shared / "speech-jfk-stereo-24bit" / "jfk.flac", clips / "jfk.flac")
+    rows = run_bench(tmp_path, monkeypatch, "--dataset", "folder", "--root", str(clips), "--dataset-opt", "domain=speech")
+    by_id = {r["item_id"]: r["item"] for r in rows}
+    assert sorted(by_id) == ["jfk", "talks/a", "talks/b"]
+    assert by_id["talks/b"]["transcript"] == "the words spoken in b" and by_id["talks/a"]["transcript"] is None
+    assert {i["domain"] for i in by_id.values()} == {"speech"}
