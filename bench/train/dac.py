@@ -49,7 +49,7 @@ class Recipe:
 
 
 SMALL_DISC = DiscriminatorConfig(mpd_channels=(8, 16, 32, 64, 64), mrd_channels=8)
-TINY_DISC = DiscriminatorConfig(periods=(2, 3), mpd_channels=(4, 8, 8), fft_sizes=(256, 128), mrd_channels=4)
+TINY_DISC = DiscriminatorConfig(periods=(2, 3), mpd_channels=(4, 4), fft_sizes=(256,), mrd_channels=2)
 
 RECIPES: dict[str, Recipe] = {
     "44k": Recipe(CONFIGS["44k"], DiscriminatorConfig(), 12),

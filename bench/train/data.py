@@ -5,7 +5,8 @@
   other folder is one group named after itself; ``NAME=DIR`` names the group explicitly.
 * **Hold-out**: a deterministic part of every group is kept for validation (chosen by a hash of the
   path, so it does not depend on scan order or machine). Stems that share a small folder (a song's
-  ``guitar.ogg`` and ``song.ogg``) are held out together, so no song leaks into training.
+  ``guitar.ogg`` and ``song.ogg``, in a sub-folder of at most 4 audio files) are held out together,
+  so no song leaks into training.
 * **Excerpts**: random 0.38 s excerpts (DAC's ``sample_duration``), mixed to mono, resampled with the
   harness's one resampler, rejected when quieter than -40 LUFS (DAC's salient excerpts), normalised to
   -16 LUFS (measured on a 1 s context, since BS.1770 needs 400 ms blocks), then a random constant phase
@@ -94,7 +95,7 @@ def scan(data: list[str], min_duration_s: float = 0.1) -> list[AudioFile]:
                     raise AudioError(f"{p}: cannot read for training ({exc})") from exc
                 if duration_s < min_duration_s:
                     continue
-                small_folder = per_folder[p.parent] <= STEM_FOLDER_MAX_FILES
+                small_folder = p.parent != folder and per_folder[p.parent] <= STEM_FOLDER_MAX_FILES
                 unit_path = p.parent if small_folder else p
                 unit = f"{group}/{unit_path.relative_to(folder).as_posix()}"
                 files.append(AudioFile(str(p), group, unit, duration_s, sr, ch))
@@ -225,7 +226,8 @@ def validation_clips(files: list[AudioFile], sample_rate_hz: int, duration_s: fl
             described.append({"path": f.path, "group": group, "start_s": round(start_s, 3),
                               "duration_s": duration_s})
     if not clips:
-        raise ValueError("no usable validation audio in the held-out files")
+        raise ValueError("no usable validation audio: nothing was held out (each group needs at least two "
+                         "files or stem folders) or the held-out files are silent")
     return torch.from_numpy(np.stack(clips))[:, None, :], described
 
 
