@@ -9,8 +9,8 @@ cache format version). Each entry is three files under ``ROOT/ab/<key>``:
 * ``.json``  metadata (sizes, timings, rates); written last, so its presence marks a complete entry.
 
 Writes go to temporary names and are renamed into place, so a killed run never leaves a
-half-written entry that a rerun would trust. The default root is ``$BENCH_CACHE_DIR/recon`` or
-``~/.cache/bench/recon``.
+half-written entry that a rerun would trust. The default root is ``<cache>/recon``, with
+``<cache>`` from ``$BENCH_CACHE_DIR``, the config file's ``[cache] dir``, or ``~/.cache/bench``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ CACHE_FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("BENCH_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "bench")
-    return Path(base) / "recon"
+    """``<cache>/recon`` where ``<cache>`` follows ``bench.config.cache_dir`` (env, config file, XDG)."""
+    from bench.config import cache_dir
+
+    return cache_dir() / "recon"
 
 
 def cache_key(codec_key: str, checkpoint_hash: str, op_name: str, codec_rate_hz: int, item_rate_hz: int,
