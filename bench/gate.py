@@ -119,8 +119,8 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise GateError(f"{p}: baseline not found (make one with 'bench baseline save RUN_DIR --out {p}')")
     try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GateError(f"{p}: not valid JSON ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT:
         raise GateError(f"{p}: not a bench baseline (format field is {doc.get('format') if isinstance(doc, dict) else None!r})")

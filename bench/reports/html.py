@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.reports import plots
 from bench.reports.load import RunData, display_codec
-from bench.reports.report import (Report, bd_rows, counts_rows, efficiency_rows, fmt, paired_rows,
+from bench.reports.report import (FOOTNOTES, Report, bd_rows, counts_rows, efficiency_rows, fmt, paired_rows,
                                   summary_rows)
 
 AudioSource = Callable[[str, "str | None", "str | None"], Any]
@@ -67,7 +67,7 @@ def _table(rows: list[dict[str, str]], cls: str = "", verdict_col: str | None = 
                 klass = {"better": "better", "worse": "worse"}.get(v, "nsd")
             elif c in ("codec", "metric", "note", "reasons", "vs", "dataset", "domain", "device"):
                 klass = "l"
-            text = _e(v).replace(" †", ' <span class="mark">†</span>')
+            text = _e(v).replace(" †", ' <span class="mark">†</span>').replace(" ‡", ' <span class="mark">‡</span>')
             cells.append(f'<td class="{klass}">{text}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
@@ -176,7 +176,8 @@ def comparable_ops(summary_df, target_kbps: float | None = None) -> tuple[float,
     """A target kbps and, for each codec, the operating point whose measured rate is nearest to it.
 
     Without a target, pick the rate (among all measured rates) that minimises the summed log-distance
-    to each codec's nearest point, so most codecs sit close to it.
+    to each codec's nearest point, so most codecs sit close to it; far-off single-point anchors
+    (lossless PCM) do not pull the choice.
     """
     s = summary_df[summary_df["domain"] == "all"].drop_duplicates(["codec", "op"])
     rates: dict[str, list[tuple[float, str]]] = {}
@@ -185,13 +186,18 @@ def comparable_ops(summary_df, target_kbps: float | None = None) -> tuple[float,
             rates.setdefault(r.codec, []).append((r.measured_kbps, r.op))
     if not rates:
         return math.nan, {}
+    from bench.reports.rd import Curve, RDPoint
+
+    curves = {c: Curve(c, [RDPoint(c, op, k, k, 0.0) for k, op in pts]) for c, pts in rates.items()}
+    anchors = set(plots.anchor_codecs(curves))
+    pool = {c: pts for c, pts in rates.items() if c not in anchors} or rates
 
     def nearest(codec: str, t: float) -> tuple[float, str]:
         return min(rates[codec], key=lambda p: abs(math.log(p[0] / t)))
 
     if target_kbps is None:
-        candidates = sorted({k for pts in rates.values() for k, _ in pts})
-        target_kbps = min(candidates, key=lambda t: (sum(abs(math.log(nearest(c, t)[0] / t)) for c in rates), t))
+        candidates = sorted({k for pts in pool.values() for k, _ in pts})
+        target_kbps = min(candidates, key=lambda t: (sum(abs(math.log(nearest(c, t)[0] / t)) for c in pool), t))
     return float(target_kbps), {c: nearest(c, target_kbps)[1] for c in sorted(rates)}
 
 
@@ -355,8 +361,7 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
     if bd_dom:
         sec.append(f"<details><summary>Per domain ({len(bd_dom)} rows)</summary>{_table(bd_dom)}</details>")
 
-    sec.append('<h2 id="tables">Summary tables</h2><p class="note"><span class="mark">†</span> mean over a different '
-               "set of items than most rows of its table (failures or missing items): compare with care.</p>")
+    sec.append(f'<h2 id="tables">Summary tables</h2><p class="note">{_e(FOOTNOTES)}</p>')
     s = report.summary
     for metric in sorted(set(s["metric"])):
         info = data.info(metric)

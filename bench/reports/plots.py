@@ -46,6 +46,23 @@ def _log_kbps_axis(ax, lo: float, hi: float) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+ANCHOR_RATE_FACTOR = 3.0
+
+
+def anchor_codecs(cs: dict[str, rd.Curve]) -> list[str]:
+    """Single-point codecs far above every other codec's rates (a lossless PCM anchor, say).
+
+    Drawn on the axes they would squash the curves that matter into a corner, so the plot lists
+    them in a note instead (the tables keep them).
+    """
+    single = [c for c, cur in cs.items() if len(cur.points) == 1]
+    others = [p.measured_kbps for c, cur in cs.items() if c not in single for p in cur.points]
+    if not others:
+        return []
+    top = max(others)
+    return [c for c in single if cs[c].points[0].measured_kbps > ANCHOR_RATE_FACTOR * top]
+
+
 def _panels(summary_df, metric: str) -> list[tuple[str, str]]:
     block = summary_df[summary_df["metric"] == metric]
     out = []
@@ -81,6 +98,11 @@ def plot_rd(summary_df, metric: str, out_path: str | Path, *, unit: str = "",
     colors = {c: cmap(i % cmap.N) for i, c in enumerate(codecs)}
     for ax, (dataset, domain) in zip(flat, panels):
         cs = curves(summary_df, dataset, domain, metric)
+        anchors = anchor_codecs(cs)
+        off_scale = []
+        for codec in anchors:
+            p = cs.pop(codec).points[0]
+            off_scale.append(f"{display_codec(codec)}@{p.op}: {p.mean:.3g} at {p.measured_kbps:.0f} kbps")
         block = summary_df[(summary_df["metric"] == metric) & (summary_df["dataset"] == dataset)
                            & (summary_df["domain"] == domain)]
         all_points: list[rd.RDPoint] = []
@@ -116,6 +138,10 @@ def plot_rd(summary_df, metric: str, out_path: str | Path, *, unit: str = "",
             if len(front) >= 2:
                 ax.plot([p.measured_kbps for p in front], [p.mean for p in front], color="black", ls="--",
                         lw=1.0, alpha=0.7, label="Pareto frontier", zorder=5)
+        if off_scale:
+            ax.text(0.98, 0.02, "off scale (anchor):\n" + "\n".join(off_scale), transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize=7, color="#444",
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "#bbb", "alpha": 0.9})
         rates = [p.measured_kbps for p in all_points if math.isfinite(p.measured_kbps) and p.measured_kbps > 0]
         if rates and max(rates) / min(rates) > 4:
             _log_kbps_axis(ax, min(rates), max(rates))

@@ -22,6 +22,12 @@ METHODS_TEXT = (
 )
 
 
+FEW_CLUSTERS = 5  # fewer independent units than this: the bootstrap CI is too narrow to trust
+FOOTNOTES = ("† mean over a different set of items than most rows of its table (failures or missing items); "
+             "compare with care. ‡ CI from fewer than 5 speakers/tracks/items: too few independent units "
+             "for a reliable interval.")
+
+
 @dataclass
 class Report:
     data: RunData
@@ -145,6 +151,8 @@ def summary_rows(report: Report, dataset: str, domain: str, metric: str) -> list
     for r in block.itertuples():
         mark = "" if r.same_items else " †"
         ci = f"[{fmt(r.ci_lo)}, {fmt(r.ci_hi)}]" if math.isfinite(r.ci_lo) else "n/a (<2 clusters)"
+        if math.isfinite(r.ci_lo) and r.n_clusters < FEW_CLUSTERS:
+            ci += " ‡"
         rows.append({"codec": r.label, "op": str(r.op), "nominal kbps": fmt(r.nominal_kbps),
                      "measured kbps": fmt(r.measured_kbps), "mean": fmt(r.mean) + mark, "95% CI": ci,
                      "items": str(r.n_items), "clusters": str(r.n_clusters), "failed": str(r.n_failed),
@@ -218,8 +226,7 @@ def write_markdown(report: Report, out_dir: Path) -> Path:
         s = report.summary[report.summary["metric"] == metric]
         for dataset, domain in s[["dataset", "domain"]].drop_duplicates().itertuples(index=False):
             lines += [f"### {dataset or 'dataset'} / {domain}", "", _md_table(summary_rows(report, dataset, domain, metric))]
-    lines += ["† mean over a different set of items than most rows of its table (failures or missing items); "
-              "compare with care.", ""]
+    lines += [FOOTNOTES, ""]
     lines += ["## BD-rate and BD-quality", "", "Negative BD-rate: fewer bits for the same quality. "
               "BD-quality is the mean metric difference at equal rate (metric units).", "", _md_table(bd_rows(report))]
     lines += ["## Paired comparisons at matched operating points", "", _md_table(paired_rows(report))]

@@ -68,8 +68,8 @@ def _signal(rng: np.random.Generator, domain: str, seconds: float) -> np.ndarray
     return x.astype(np.float32)
 
 
-def make_items(audio_dir: Path, *, n_speakers: int = 4, per_speaker: int = 3, n_tracks: int = 2,
-               per_track: int = 2, n_general: int = 3, seconds: float = 2.0, seed: int = 0) -> list[SynthItem]:
+def make_items(audio_dir: Path, *, n_speakers: int = 6, per_speaker: int = 2, n_tracks: int = 3,
+               per_track: int = 2, n_general: int = 4, seconds: float = 2.0, seed: int = 0) -> list[SynthItem]:
     import soundfile as sf
 
     rng = np.random.default_rng(seed)

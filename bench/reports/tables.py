@@ -156,10 +156,10 @@ def bd_table(data: RunData, summary_df, reference: str | None):
                 continue
             br = rd.bd_rate(ref.rates, ref.qualities, cur.rates, cur.qualities)
             bq = rd.bd_quality(ref.rates, ref.qualities, cur.rates, cur.qualities)
-            notes = []
-            for tag, res in (("BD-rate", br), ("BD-quality", bq)):
-                if res.note:
-                    notes.append(f"{tag}: {res.note}")
+            if br.note and br.note == bq.note:
+                notes = [br.note]
+            else:
+                notes = [f"{tag}: {res.note}" for tag, res in (("BD-rate", br), ("BD-quality", bq)) if res.note]
             rows.append({
                 "dataset": dataset, "domain": domain, "metric": metric, "codec": codec,
                 "label": display_codec(codec), "reference": reference,
@@ -281,6 +281,14 @@ def _peak_memory_mb(info: dict[str, Any]) -> float:
     return math.nan
 
 
+def _short_hash(h: Any) -> str:
+    """First 12 characters of a hex digest; other identifiers ("libopus 1.5.2") in full."""
+    text = "" if h is None else str(h)
+    if len(text) > 16 and all(ch in "0123456789abcdef" for ch in text.lower()):
+        return text[:12]
+    return text
+
+
 def efficiency_table(data: RunData):
     """Per (codec, op): parameters, device, peak memory and encode/decode real-time factors.
 
@@ -306,6 +314,6 @@ def efficiency_table(data: RunData):
             "encode_rtf": float(enc[ok & np.isfinite(enc)].sum() / audio[ok & np.isfinite(enc)].sum()) if (ok & np.isfinite(enc)).any() else math.nan,
             "decode_rtf": float(dec[ok & np.isfinite(dec)].sum() / audio[ok & np.isfinite(dec)].sum()) if (ok & np.isfinite(dec)).any() else math.nan,
             "audio_s": float(audio[ok].sum()),
-            "checkpoint_hash": str(_first_key(info, ("checkpoint_hash", "hash")) or "")[:12],
+            "checkpoint_hash": _short_hash(_first_key(info, ("checkpoint_hash", "hash"))),
         })
     return pd.DataFrame(rows)

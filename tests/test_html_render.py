@@ -1,0 +1,76 @@
+"""The standalone HTML report: files, tags, listening examples; a headless-chromium screenshot when available."""
+
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.reports.cli import make_report
+from bench.reports.synthetic import audio_source, make_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("html") / "run")
+    written = make_report(run, formats=["html"], n_boot=200, audio_source=audio_source(run))
+    return written["html"].parent
+
+
+def test_html_is_standalone_with_plots_tables_and_players(report_dir):
+    page = (report_dir / "index.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    imgs = re.findall(r'<img src="([^"]+)"', page)
+    audios = re.findall(r'<audio controls preload="none" src="([^"]+)"', page)
+    assert {"plots/rd_si_sdr.png", "plots/rd_mel_distance.png", "plots/rd_pesq_wb.png"} <= set(imgs)
+    # every referenced file is inside the folder (relative, exists): the folder opens from disk
+    for src in imgs + audios:
+        assert not src.startswith(("/", "http")), src
+        assert (report_dir / src).is_file(), src
+    # reference + 3 codecs per listening item; items: one per domain and the worst per metric
+    assert len(audios) >= 4 * 3 and len(audios) % 4 == 0
+    assert "worst on si_sdr" in page and "example speech item" in page
+    for section in ("BD-rate and BD-quality", "Paired comparisons", "Counts", "Efficiency", "Listening examples"):
+        assert section in page
+    assert "<script" not in page  # nothing to run; plain HTML + CSS
+
+
+def test_listening_clips_are_short_16bit_wavs_with_spectrograms(report_dir):
+    import soundfile as sf
+
+    wavs = sorted((report_dir / "audio").glob("*.wav"))
+    assert wavs
+    for w in wavs:
+        info = sf.info(str(w))
+        assert info.subtype == "PCM_16" and info.duration <= 5.0 + 1e-6
+        assert w.with_suffix(".png").stat().st_size > 2000
+
+
+def test_missing_reconstructions_are_reported_not_fatal(tmp_path):
+    run = make_run(tmp_path / "run", write_recon=False)
+    source = audio_source(run)  # reconstructions were not written: every codec row is "not available"
+    written = make_report(run, tmp_path / "rep", formats=["html"], n_boot=100, audio_source=source)
+    page = written["html"].read_text()
+    assert "no reconstruction found" in page
+    n_players = page.count("<audio ")
+    assert n_players >= 3  # the references are still there
+    assert page.count('<span class="note">not available</span>') == 3 * n_players  # 3 codecs per item
+
+
+def _render_script():
+    spec = importlib.util.spec_from_file_location("render_report", ROOT / "scripts" / "render_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_chromium_screenshot_is_not_blank(report_dir, tmp_path):
+    render = _render_script()
+    if render.find_browser() is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    png = render.screenshot(report_dir / "index.html", tmp_path / "shot.png", width=1200, height=2400)
+    assert png.stat().st_size > 20_000
+    assert render.ink_fraction(png) > 0.03  # text, tables and plots drawn, not an empty page
