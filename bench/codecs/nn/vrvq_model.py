@@ -61,6 +61,7 @@ class VRVQConfig:
     level_min: float = 0.125
     level_max: float = 6.0
     full_codebook_rate: float = 0.25
+    importance_input_norm: bool = False
 
     def __post_init__(self):
         if self.surrogate not in SURROGATES:
@@ -119,7 +120,10 @@ class VRVQConfig:
 
 
 def _vrvq(name: str) -> VRVQConfig:
-    return VRVQConfig(replace(DAC_CONFIGS[name], quantizer_dropout=0.0))
+    # the published widths as in the paper; the narrow CPU configs normalise the importance input
+    # (see ImportanceNet)
+    return VRVQConfig(replace(DAC_CONFIGS[name], quantizer_dropout=0.0),
+                      importance_input_norm=name in {"small", "tiny"})
 
 
 #: VRVQ on each DAC backbone config, quantizer dropout 0 (the VRVQ recipe)
@@ -206,15 +210,29 @@ def _level_tensor(level: float | torch.Tensor, like: torch.Tensor) -> torch.Tens
 
 
 class ImportanceNet(nn.Module):
-    """Snake + WN conv (k=3) blocks narrowing ``in_channels -> widths... -> 1``, then a sigmoid."""
+    """Snake + WN conv (k=3) blocks narrowing ``in_channels -> widths... -> 1``, then a sigmoid.
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...]):
+    ``input_norm=True`` first divides the activation by one scalar, its RMS (the batch's in training,
+    a running average at inference, like a one-number batch norm without centring). This is our
+    addition for narrow backbones: with DAC's std-0.02 init the encoder body activation of the
+    ``small``/``tiny`` configs starts at an RMS of ~3e-5, where Snake is the identity and the sigmoid
+    sees only the biases, so the map cannot depend on the audio for the first thousands of steps.
+    One global scalar keeps the contrast between frames (silence stays quieter than speech); the
+    decoder never needs ``p`` (the counts are in the bitstream), so it only steers the encoder.
+    """
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], input_norm: bool = False,
+                 momentum: float = 0.05):
         super().__init__()
         chans = [in_channels, *widths, 1]
         self.blocks = nn.Sequential(*[
             nn.Sequential(Snake1d(c_in), WNConv1d(c_in, c_out, kernel_size=3, padding=1))
             for c_in, c_out in zip(chans[:-1], chans[1:])
         ])
+        self.input_norm = input_norm
+        self.momentum = momentum
+        if input_norm:
+            self.register_buffer("running_rms", torch.zeros(()))  # 0 = not measured yet
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -232,9 +250,25 @@ class ImportanceNet(nn.Module):
                 conv.parametrizations.weight.original0.copy_(v.norm(dim=(1, 2), keepdim=True))
                 conv.bias.zero_()
 
+    def _normalise(self, feat: torch.Tensor) -> torch.Tensor:
+        if not self.input_norm:
+            return feat
+        if self.training:
+            rms = feat.detach().pow(2).mean().sqrt().clamp(min=1e-12)
+            with torch.no_grad():
+                if float(self.running_rms) == 0.0:
+                    self.running_rms.copy_(rms)
+                else:
+                    self.running_rms.lerp_(rms, self.momentum)
+        elif float(self.running_rms) == 0.0:  # an untrained model: fall back to this input's RMS
+            rms = feat.pow(2).mean().sqrt().clamp(min=1e-12)
+        else:
+            rms = self.running_rms
+        return feat / rms
+
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         """Importance ``[B, T]`` in (0, 1) from the encoder activation ``[B, C, T]``."""
-        return torch.sigmoid(self.blocks(feat))[:, 0]
+        return torch.sigmoid(self.blocks(self._normalise(feat)))[:, 0]
 
 
 @dataclass
@@ -253,7 +287,8 @@ class VRVQ(DAC):
     def __init__(self, config: VRVQConfig):
         super().__init__(config.backbone)
         self.vrvq_config = config
-        self.importance = ImportanceNet(self.encoder.body_channels, config.resolved_importance_widths())
+        self.importance = ImportanceNet(self.encoder.body_channels, config.resolved_importance_widths(),
+                                        input_norm=config.importance_input_norm)
 
     @property
     def n_codebooks(self) -> int:
