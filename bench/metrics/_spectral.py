@@ -81,6 +81,39 @@ def stft(x: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
                       center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
 
 
+# complex STFT elements per block (both signals together): about 128 MB in complex64
+STFT_BLOCK_ELEMENTS = 16_000_000
+
+
+def num_frames(num_samples: int, hop_length: int) -> int:
+    """Frames of ``torch.stft(center=True)``: 1 + T // hop."""
+    return 1 + num_samples // hop_length
+
+
+def stft_blocks(x: torch.Tensor, n_fft: int, hop_length: int, max_elements: int | None = None):
+    """Yield the frames of :func:`stft` in consecutive blocks ``[B, F, n]`` of bounded size.
+
+    Identical frames to one ``stft(x)`` call (the reflect padding is applied once to the whole signal,
+    then each block is framed without centring), so per-frame statistics can be accumulated over blocks
+    and long items (minutes of 48 kHz audio with a hop of 8) do not need gigabytes at once.
+    """
+    max_elements = STFT_BLOCK_ELEMENTS if max_elements is None else max_elements
+    frames = num_frames(x.shape[-1], hop_length)
+    bins = n_fft // 2 + 1
+    per_block = max(1, max_elements // max(1, x.shape[0] * bins))
+    if frames <= per_block:
+        yield stft(x, n_fft, hop_length)
+        return
+    half = n_fft // 2
+    padded = torch.nn.functional.pad(x.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
+    window = hann_window(n_fft, x.device, x.dtype)
+    for k0 in range(0, frames, per_block):
+        k1 = min(frames, k0 + per_block)
+        segment = padded[..., k0 * hop_length:(k1 - 1) * hop_length + n_fft]
+        yield torch.stft(segment, n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window=window,
+                         center=False, normalized=False, onesided=True, return_complex=True)
+
+
 def finite_rows(x: torch.Tensor) -> torch.Tensor:
     """Boolean ``[B]``: rows whose samples are all finite."""
     return torch.isfinite(x).all(dim=-1)

@@ -27,8 +27,8 @@ import math
 
 import torch
 
-from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, stft, \
-    zero_bad_rows
+from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, \
+    stft_blocks, zero_bad_rows
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
 N_FFT = 2048
@@ -51,19 +51,41 @@ def _backward_diff(phase: torch.Tensor, dim: int) -> torch.Tensor:
 
 def phase_distances(preds: torch.Tensor, target: torch.Tensor, kinds=KINDS, n_fft: int = N_FFT,
                     hop_length: int = HOP) -> dict[str, torch.Tensor]:
-    """Batched APD_IP / APD_GD / APD_IAF ``[B]`` each (radians) for ``preds``/``target`` ``[B, T]``."""
+    """Batched APD_IP / APD_GD / APD_IAF ``[B]`` each (radians) for ``preds``/``target`` ``[B, T]``.
+
+    Accumulated over STFT blocks: per-frame sums for IP and IAF (IAF carries the last phase frame of the
+    previous block), per-bin sums of squares over time for GD.
+    """
     n = preds.shape[0]
-    phase = torch.angle(stft(torch.cat([preds, target], dim=0), n_fft, hop_length))  # [2B, F, N]
-    pp, pt = phase[:n], phase[n:]
+    ip_sum = preds.new_zeros(n)
+    iaf_sum = preds.new_zeros(n)
+    gd_sq = None
+    prev = None
+    frames = 0
+    for spec in stft_blocks(torch.cat([preds, target], dim=0), n_fft, hop_length):
+        phase = torch.angle(spec)  # [2B, F, n]
+        pp, pt = phase[:n], phase[n:]
+        if "ip" in kinds:
+            ip_sum = ip_sum + anti_wrap(pp - pt).square().mean(dim=-2).sqrt().sum(dim=-1)
+        if "gd" in kinds:
+            d = anti_wrap(_backward_diff(pt, -2) - _backward_diff(pp, -2)).square().sum(dim=-1)
+            gd_sq = d if gd_sq is None else gd_sq + d
+        if "iaf" in kinds:
+            # IAF[0] = -phi[0] is the backward difference against a zero phase frame
+            carry = torch.zeros_like(phase[..., :1]) if prev is None else prev
+            with_prev = torch.cat([carry, phase], dim=-1)
+            iaf = with_prev[..., :-1] - with_prev[..., 1:]
+            d = anti_wrap(iaf[n:] - iaf[:n])
+            iaf_sum = iaf_sum + d.square().mean(dim=-2).sqrt().sum(dim=-1)
+            prev = phase[..., -1:]
+        frames += phase.shape[-1]
     out: dict[str, torch.Tensor] = {}
     if "ip" in kinds:
-        out["ip"] = anti_wrap(pp - pt).square().mean(dim=-2).sqrt().mean(dim=-1)
+        out["ip"] = ip_sum / frames
     if "gd" in kinds:
-        d = anti_wrap(_backward_diff(pt, -2) - _backward_diff(pp, -2))
-        out["gd"] = d.square().mean(dim=-1).sqrt().mean(dim=-1)
+        out["gd"] = (gd_sq / frames).sqrt().mean(dim=-1)
     if "iaf" in kinds:
-        d = anti_wrap(_backward_diff(pt, -1) - _backward_diff(pp, -1))
-        out["iaf"] = d.square().mean(dim=-2).sqrt().mean(dim=-1)
+        out["iaf"] = iaf_sum / frames
     return out
 
 

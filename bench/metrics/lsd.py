@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, stft, \
-    zero_bad_rows
+from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, \
+    stft_blocks, zero_bad_rows
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
 N_FFT = 2048
@@ -30,12 +30,16 @@ POWER_FLOOR = 1e-8
 
 def log_spectral_distance(preds: torch.Tensor, target: torch.Tensor, n_fft: int = N_FFT,
                           hop_length: int = HOP) -> torch.Tensor:
-    """Batched AP-BWE LSD ``[B]`` in the input's dtype; differentiable."""
+    """Batched AP-BWE LSD ``[B]`` in the input's dtype; differentiable. Long inputs go in STFT blocks."""
     n = preds.shape[0]
-    power = stft(torch.cat([preds, target], dim=0), n_fft, hop_length).abs().square()
-    log_power = power.clamp(min=POWER_FLOOR).log10()
-    diff = log_power[:n] - log_power[n:]
-    return diff.square().mean(dim=-2).sqrt().mean(dim=-1)
+    total = preds.new_zeros(n)
+    frames = 0
+    for spec in stft_blocks(torch.cat([preds, target], dim=0), n_fft, hop_length):
+        log_power = spec.abs().square().clamp(min=POWER_FLOOR).log10()
+        diff = log_power[:n] - log_power[n:]
+        total = total + diff.square().mean(dim=-2).sqrt().sum(dim=-1)
+        frames += spec.shape[-1]
+    return total / frames
 
 
 def lsd(preds, target, *, sample_rate_hz: int | None = None, items=None,

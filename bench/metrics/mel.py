@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, stft, \
-    zero_bad_rows
+from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, \
+    stft_blocks, zero_bad_rows
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
 # ---------------------------------------------------------------------------------------------- mel scale
@@ -181,17 +181,22 @@ class MultiScaleMelDistance(torch.nn.Module):
         n = p.shape[0]
         terms = []
         for w, m, fmin, fmax in zip(cfg.window_lengths, cfg.n_mels, cfg.fmin_hz, cfg.fmax_hz):
-            mag = stft(both, w, w // cfg.hop_divisor).abs()
-            fb = mel_filterbank(sr, w, m, fmin, fmax, mag.device, mag.dtype)
-            mel = torch.matmul(fb, mag)  # [2n, n_mels, frames]
-            mp, mt = mel[:n], mel[n:]
-            term = torch.zeros(n, dtype=mel.dtype, device=mel.device)
-            if cfg.log_weight:
-                lp = mp.clamp(min=cfg.clamp_eps).pow(cfg.pow).log10()
-                lt = mt.clamp(min=cfg.clamp_eps).pow(cfg.pow).log10()
-                term = term + cfg.log_weight * (lp - lt).abs().mean(dim=(-2, -1))
-            if cfg.mag_weight:
-                term = term + cfg.mag_weight * (mp - mt).abs().mean(dim=(-2, -1))
+            fb = mel_filterbank(sr, w, m, fmin, fmax, both.device, both.dtype)
+            log_sum = both.new_zeros(n)
+            mag_sum = both.new_zeros(n)
+            frames = 0
+            for spec in stft_blocks(both, w, w // cfg.hop_divisor):
+                mel = torch.matmul(fb, spec.abs())  # [2n, n_mels, frames]
+                mp, mt = mel[:n], mel[n:]
+                if cfg.log_weight:
+                    lp = mp.clamp(min=cfg.clamp_eps).pow(cfg.pow).log10()
+                    lt = mt.clamp(min=cfg.clamp_eps).pow(cfg.pow).log10()
+                    log_sum = log_sum + (lp - lt).abs().sum(dim=(-2, -1))
+                if cfg.mag_weight:
+                    mag_sum = mag_sum + (mp - mt).abs().sum(dim=(-2, -1))
+                frames += mel.shape[-1]
+            count = frames * m
+            term = cfg.log_weight * log_sum / count + cfg.mag_weight * mag_sum / count
             terms.append(term.reshape(-1, channels).mean(dim=-1))
         return torch.stack(terms)
 

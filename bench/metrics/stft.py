@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, stft, \
-    zero_bad_rows
+from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, \
+    stft_blocks, zero_bad_rows
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
 
@@ -64,14 +64,20 @@ class MultiScaleSTFTDistance(torch.nn.Module):
         both = torch.cat([p, t], dim=0)
         total = torch.zeros(n, dtype=p.dtype, device=p.device)
         for w in cfg.window_lengths:
-            mag = stft(both, w, w // cfg.hop_divisor).abs()
-            mp, mt = mag[:n], mag[n:]
-            if cfg.log_weight:
-                lp = mp.clamp(min=cfg.clamp_eps).pow(cfg.pow).log10()
-                lt = mt.clamp(min=cfg.clamp_eps).pow(cfg.pow).log10()
-                total = total + cfg.log_weight * (lp - lt).abs().mean(dim=(-2, -1))
-            if cfg.mag_weight:
-                total = total + cfg.mag_weight * (mp - mt).abs().mean(dim=(-2, -1))
+            log_sum = p.new_zeros(n)
+            mag_sum = p.new_zeros(n)
+            count = 0
+            for spec in stft_blocks(both, w, w // cfg.hop_divisor):
+                mag = spec.abs()
+                mp, mt = mag[:n], mag[n:]
+                if cfg.log_weight:
+                    lp = mp.clamp(min=cfg.clamp_eps).pow(cfg.pow).log10()
+                    lt = mt.clamp(min=cfg.clamp_eps).pow(cfg.pow).log10()
+                    log_sum = log_sum + (lp - lt).abs().sum(dim=(-2, -1))
+                if cfg.mag_weight:
+                    mag_sum = mag_sum + (mp - mt).abs().sum(dim=(-2, -1))
+                count += mag.shape[-2] * mag.shape[-1]
+            total = total + cfg.log_weight * log_sum / count + cfg.mag_weight * mag_sum / count
         return total.reshape(-1, channels).mean(dim=-1)
 
 
