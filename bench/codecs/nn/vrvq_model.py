@@ -147,13 +147,38 @@ def _log_cosh(y: torch.Tensor) -> torch.Tensor:
     return a + F.softplus(-2.0 * a) - math.log(2.0)
 
 
+class _LogCoshStep(torch.autograd.Function):
+    """The log-cosh step with its exact slope written in product form.
+
+    Differentiating the log-cosh expression naively gives ``(tanh(a) - tanh(b)) / 2``, a difference of
+    two numbers near 1 that cancels to 0 a few steps from the threshold (float32: |x| > ~4). The same
+    slope as ``sinh(alpha) / (2 cosh(a) cosh(b))``, evaluated in log space, stays positive until it
+    underflows (float32: |x| ~ 20, float64: |x| ~ 170).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return 0.5 + (_log_cosh(alpha * (x + 0.5)) - _log_cosh(alpha * (x - 0.5))) / (2.0 * alpha)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        a = ctx.alpha
+        log_slope = (math.log(math.sinh(a) / 2.0) - _log_cosh(a * (x + 0.5)) - _log_cosh(a * (x - 0.5)))
+        return grad_out * torch.exp(log_slope), None
+
+
 def logcosh_step(x: torch.Tensor, alpha: float = 2.0) -> torch.Tensor:
     """The paper's smooth step: 1/2 + [logcosh(alpha(x+1/2)) - logcosh(alpha(x-1/2))] / (2 alpha).
 
     Equal to the reference code's two-branch exp/log form (``models/utils.py: logcosh``); goes from 0
-    (x -> -inf) through 1/2 (x = 0) to 1 (x -> +inf) with a positive slope everywhere.
+    (x -> -inf) through 1/2 (x = 0) to 1 (x -> +inf) with slope
+    ``(tanh(alpha(x+1/2)) - tanh(alpha(x-1/2))) / 2 = sinh(alpha) / (2 cosh(alpha(x+1/2)) cosh(alpha(x-1/2)))``,
+    positive everywhere (computed in that product form, see :class:`_LogCoshStep`).
     """
-    return 0.5 + (_log_cosh(alpha * (x + 0.5)) - _log_cosh(alpha * (x - 0.5))) / (2.0 * alpha)
+    return _LogCoshStep.apply(x, float(alpha))
 
 
 def saturated_step(x: torch.Tensor) -> torch.Tensor:
