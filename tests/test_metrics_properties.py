@@ -313,3 +313,19 @@ def test_long_items_in_stft_blocks_equal_one_pass(name, monkeypatch):
     monkeypatch.setattr(spectral, "STFT_BLOCK_ELEMENTS", 3000)  # forces many blocks at every scale
     blocked = score(spec, y, x).value
     assert blocked == pytest.approx(one_pass, rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_mel_and_stft_modules_on_cuda_match_cpu():
+    from bench.metrics.mel import MultiScaleMelDistance
+    from bench.metrics.stft import MultiScaleSTFTDistance
+
+    x = torch.from_numpy(speech_like(24000, duration_s=1.0))
+    target = torch.stack([x, x])
+    recon = target + 0.01 * torch.randn_like(target)
+    mel = MultiScaleMelDistance(sample_rate_hz=24000)
+    for module in (mel, MultiScaleSTFTDistance()):
+        cpu = module(recon, target)
+        gpu = module(recon.cuda(), target.cuda())
+        assert gpu.device.type == "cuda"
+        assert torch.allclose(gpu.cpu(), cpu, rtol=1e-4)

@@ -89,6 +89,11 @@ def _read_pairs(path: str, default_domain: str) -> list[PairSpec]:
                                   transcript=row.get("transcript") or None))
     if not pairs:
         raise ValueError(f"{path}: no pairs")
+    seen: dict[str, int] = {}
+    for pair in pairs:  # ids must be unique in the output; derived ones can collide
+        seen[pair.id] = seen.get(pair.id, 0) + 1
+        if seen[pair.id] > 1:
+            pair.id = f"{pair.id}#{seen[pair.id]}"
     return pairs
 
 
