@@ -1,0 +1,280 @@
+"""VRVQ (variable-bitrate RVQ on the DAC backbone), trained in this repository, behind the Codec interface.
+
+* Weights: a bench checkpoint (``NAME.safetensors`` + ``NAME.json`` card) written by
+  ``bench train vrvq``; by default the shipped ``bench/codecs/checkpoints/vrvq_small.safetensors``,
+  any other with ``--codecs vrvq:PATH``. A missing checkpoint is an error, never random weights.
+* Operating points, two families from the same weights:
+
+  - **VBR** ``L<level>`` (``vrvq@L1``, ``kind="vbr"``): the importance map scaled by ``level x N_q``
+    picks a prefix of 1..N_q codebooks per frame. The levels are those validated in the card
+    (0.25 .. 6 for the shipped model).
+  - **CBR** ``n<k>`` (``vrvq@n4``): the first k codebooks on every frame, as DAC does.
+
+* Nominal bitrate: CBR ``frame rate x k x log2(K)``. For VBR the rate depends on the audio, so the
+  nominal figure is **the mean payload rate measured on the training run's held-out validation clips**
+  (stored per level in the card under ``validation.vbr_levels``; side information included, header
+  not); a card without it falls back to the level's upper bound
+  ``frame rate x (min(N_q, floor(level N_q) + 1) x log2(K) + ceil(log2 N_q))``. The harness records
+  the measured kbps of every item beside it, which is the figure to compare.
+* Bitstream (after the harness header): CBR - the codes ``[B, k, frames]`` at log2(K) bits each, C
+  order (k is in the header's operating point, frames follow from the sample count). VBR - first the
+  per-frame codebook counts, ``count - 1`` in ``ceil(log2 N_q)`` bits each (fixed width, not entropy
+  coded: 3 bits per frame, 0.225 kbps at 75 frames/s for N_q = 8), ``[B, frames]`` in C order; then
+  only the active codes, frame by frame, codebooks in order, log2(K) bits each. All fields MSB
+  first, one zero-padded final byte. So measured kbps really falls where frames use fewer codebooks.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, \
+    register_codec
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "vrvq_small.safetensors"
+DEFAULT_LEVELS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+# ---- mixed-width bit packing ---------------------------------------------------------------------------
+
+
+def pack_fields(sections: list[tuple[np.ndarray, int]]) -> bytes:
+    """Concatenate sections of unsigned integers, each at its own bit width, MSB first; pad the last byte."""
+    parts = []
+    for values, bits in sections:
+        flat = np.asarray(values, dtype=np.int64).reshape(-1)
+        if bits == 0 or flat.size == 0:
+            continue
+        if flat.min() < 0 or flat.max() >= 1 << bits:
+            raise ValueError(f"values must be in 0..{(1 << bits) - 1} to pack in {bits} bits")
+        shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)
+        parts.append(((flat[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1))
+    if not parts:
+        return b""
+    return np.packbits(np.concatenate(parts)).tobytes()
+
+
+def read_field(bit_array: np.ndarray, start_bit: int, count: int, bits: int) -> np.ndarray:
+    """``count`` unsigned integers of ``bits`` bits from an unpacked bit array, starting at ``start_bit``."""
+    if bits == 0:
+        return np.zeros(count, dtype=np.int64)
+    chunk = bit_array[start_bit : start_bit + count * bits]
+    if chunk.size != count * bits:
+        raise BitstreamError("vrvq payload is truncated")
+    weights = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
+    return chunk.reshape(count, bits).astype(np.int64) @ weights
+
+
+def level_name(level: float) -> str:
+    return f"L{level:g}"
+
+
+class VRVQCodec(Codec):
+    """VRVQ from a bench checkpoint; VBR levels and CBR codebook counts as operating points."""
+
+    name = "vrvq"
+
+    def __init__(self, checkpoint: str | None = None):
+        super().__init__(checkpoint)
+        self._card: dict | None = None
+        self._config = None
+        self.model = None
+
+    # --- checkpoint and spec -------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        from bench.train.checkpoint import weights_path
+
+        return weights_path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
+
+    @property
+    def card(self) -> dict:
+        if self._card is None:
+            from bench.train.checkpoint import CheckpointError, read_card
+
+            path = self.checkpoint_path
+            given = Path(self.checkpoint) if self.checkpoint else None
+            if not path.exists() and not (given is not None and given.is_file()):
+                hint = ("the shipped VRVQ checkpoint is missing from this installation"
+                        if not self.checkpoint else "no such checkpoint")
+                raise CheckpointError(f"vrvq: {hint}: {path}. Train one with 'bench train vrvq --config small ...' "
+                                      "and pass it as --codecs vrvq:PATH")
+            card = read_card(self.checkpoint or path)
+            if card.get("model") != "vrvq":
+                raise CheckpointError(f"{path}: checkpoint is for model {card.get('model')!r}, not 'vrvq'")
+            if card.get("kind") == "training-state":
+                raise CheckpointError(f"{path}: this is a training state for --resume; use the exported "
+                                      f"vrvq_<config>.safetensors beside it")
+            self._card = card
+        return self._card
+
+    @property
+    def config(self):
+        if self._config is None:
+            from bench.codecs.nn.vrvq_model import VRVQConfig
+
+            self._config = VRVQConfig.from_dict(self.card["config"])
+        return self._config
+
+    def _validated_levels(self) -> dict[str, dict]:
+        return dict(self.card.get("validation", {}).get("vbr_levels", {}))
+
+    def vbr_nominal_kbps(self, level: float) -> float:
+        """Mean payload kbps of ``level`` on the held-out validation clips (card), else its upper bound."""
+        measured = self._validated_levels().get(level_name(level), {}).get("kbps")
+        if measured is not None:
+            return round(float(measured), 4)
+        cfg = self.config
+        bits = cfg.max_count(level) * cfg.backbone.bits_per_code + cfg.count_bits
+        return round(cfg.backbone.frame_rate_hz * bits / 1000.0, 4)
+
+    def levels(self) -> list[float]:
+        names = self._validated_levels()
+        if names:
+            return sorted(float(n[1:]) for n in names)
+        return list(DEFAULT_LEVELS)
+
+    @property
+    def spec(self) -> CodecSpec:
+        cfg = self.config
+        bb = cfg.backbone
+        card = self.card
+        ops = [OperatingPoint(level_name(lv), self.vbr_nominal_kbps(lv), {"level": lv}, kind="vbr")
+               for lv in self.levels()]
+        ops += [OperatingPoint(f"n{n}", round(bb.kbps(n), 4), {"n_codebooks": n}, kind="cbr")
+                for n in range(1, bb.n_codebooks + 1)]
+        training = card.get("training", {})
+        return CodecSpec(
+            name=self.name,
+            sample_rate_hz=bb.sample_rate_hz,
+            channels=1,
+            operating_points=ops,
+            family="dac",
+            frame_rate_hz=bb.frame_rate_hz,
+            codebook_sizes=[bb.codebook_size] * bb.n_codebooks,
+            licence=card.get("licence", ""),
+            requires=["torch", "safetensors"],
+            description=(f"VRVQ ({card.get('name', 'vrvq')}): variable-bitrate RVQ on DAC, trained here: "
+                         f"{training.get('steps', '?')} steps on {training.get('device', '?')}; VBR nominal kbps = "
+                         "mean on held-out validation clips"),
+        )
+
+    @property
+    def checkpoint_hash(self) -> str:
+        return self.card.get("weights_sha256", "none")
+
+    def num_parameters(self) -> int | None:
+        if self.model is not None:
+            return sum(p.numel() for p in self.model.parameters())
+        return self.card.get("num_parameters")
+
+    def _load(self) -> None:
+        from bench.codecs.nn.vrvq_model import VRVQ
+        from bench.train.checkpoint import load_checkpoint, load_module
+
+        tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model="vrvq")
+        model = VRVQ(self.config)
+        load_module(model, tensors, "generator", source=str(self.checkpoint_path))
+        self.model = model.eval().to(self.device)
+
+    def load(self, device: str | torch.device = "cpu") -> "VRVQCodec":
+        super().load(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
+
+    # --- coding ----------------------------------------------------------------------------------------
+    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        """Payload ``{"codes": [B, n, frames], "counts": [B, frames]}`` (int64; codes past a frame's
+        count are 0 and never transmitted; in CBR n = k and every count is k)."""
+        op = self.resolve_op(operating_point)
+        wav = self.check_wav(wav, 1)
+        if not self._loaded:
+            self.load(self.device)
+        x = wav.to(self.device, torch.float32)
+        if op.kind == "vbr":
+            codes, counts = self.model.encode_frames(x, level=float(op.params["level"]))
+        else:
+            codes, counts = self.model.encode_frames(x, n_codebooks=int(op.params["n_codebooks"]))
+        return Encoded(self.name, op.name, self.config.backbone.sample_rate_hz, 1, int(wav.shape[-1]),
+                       int(wav.shape[0]), {"codes": codes.cpu(), "counts": counts.cpu()})
+
+    def decode(self, encoded: Encoded) -> torch.Tensor:
+        if not self._loaded:
+            self.load(self.device)
+        codes = torch.as_tensor(encoded.payload["codes"], dtype=torch.long).to(self.device)
+        counts = torch.as_tensor(encoded.payload["counts"], dtype=torch.long).to(self.device)
+        return self.model.decode_frames(codes, counts, encoded.num_samples).float().cpu()
+
+    # --- bitstream ---------------------------------------------------------------------------------------
+    def _frames(self, num_samples: int) -> int:
+        return max(1, math.ceil(num_samples / self.config.backbone.hop_length))
+
+    def pack_payload(self, encoded: Encoded) -> bytes:
+        op = self.resolve_op(encoded.operating_point)
+        cfg = self.config
+        bits = cfg.backbone.bits_per_code
+        codes = np.asarray(torch.as_tensor(encoded.payload["codes"]).cpu().numpy(), dtype=np.int64)
+        counts = np.asarray(torch.as_tensor(encoded.payload["counts"]).cpu().numpy(), dtype=np.int64)
+        frames = self._frames(encoded.num_samples)
+        if counts.shape != (encoded.batch_size, frames) or codes.ndim != 3 or codes.shape[0] != encoded.batch_size \
+                or codes.shape[2] != frames:
+            raise ValueError(f"vrvq payload has codes {codes.shape} and counts {counts.shape}, expected "
+                             f"[{encoded.batch_size}, n, {frames}] and [{encoded.batch_size}, {frames}]")
+        if op.kind != "vbr":
+            n = int(op.params["n_codebooks"])
+            if codes.shape[1] != n or (counts != n).any():
+                raise ValueError(f"vrvq@{op.name} payload must use exactly {n} codebooks on every frame")
+            return pack_fields([(codes, bits)])
+        nq = cfg.n_codebooks
+        if codes.shape[1] != nq or counts.min() < 1 or counts.max() > nq:
+            raise ValueError(f"vrvq VBR payload needs codes [B, {nq}, T] and counts in 1..{nq}")
+        active = np.arange(nq)[None, None, :] < counts[:, :, None]  # [B, T, N_q]
+        active_codes = codes.transpose(0, 2, 1)[active]  # frame by frame, codebooks in order
+        return pack_fields([(counts - 1, cfg.count_bits), (active_codes, bits)])
+
+    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> Any:
+        try:
+            op = self.resolve_op(header.operating_point)
+        except KeyError as exc:
+            raise BitstreamError(f"vrvq bitstream names an unknown operating point {header.operating_point!r}") from exc
+        cfg = self.config
+        bb = cfg.backbone
+        if header.num_channels != 1 or header.sample_rate_hz != bb.sample_rate_hz:
+            raise BitstreamError(f"vrvq bitstream for {header.num_channels} ch at {header.sample_rate_hz} Hz does "
+                                 f"not match this checkpoint (1 ch at {bb.sample_rate_hz} Hz)")
+        b, frames, bits = header.batch_size, self._frames(header.num_samples), bb.bits_per_code
+        bit_array = np.unpackbits(np.frombuffer(body, dtype=np.uint8))
+        if op.kind != "vbr":
+            n = int(op.params["n_codebooks"])
+            total = b * n * frames * bits
+            if len(body) != math.ceil(total / 8):
+                raise BitstreamError(f"vrvq payload has {len(body)} bytes, expected {math.ceil(total / 8)} for "
+                                     f"codes [{b}, {n}, {frames}] at {bits} bits (truncated or trailing bytes)")
+            codes = read_field(bit_array, 0, b * n * frames, bits).reshape(b, n, frames)
+            counts = np.full((b, frames), n, dtype=np.int64)
+        else:
+            nq = cfg.n_codebooks
+            counts = read_field(bit_array, 0, b * frames, cfg.count_bits).reshape(b, frames) + 1
+            if counts.max() > nq:
+                raise BitstreamError(f"vrvq payload signals {counts.max()} codebooks in a frame; this model has {nq}")
+            n_active = int(counts.sum())
+            total = b * frames * cfg.count_bits + n_active * bits
+            if len(body) != math.ceil(total / 8):
+                raise BitstreamError(f"vrvq payload has {len(body)} bytes, expected {math.ceil(total / 8)} for "
+                                     f"{n_active} active codes in {b} x {frames} frames (truncated or trailing bytes)")
+            active_codes = read_field(bit_array, b * frames * cfg.count_bits, n_active, bits)
+            active = np.arange(nq)[None, None, :] < counts[:, :, None]
+            codes_btn = np.zeros((b, frames, nq), dtype=np.int64)
+            codes_btn[active] = active_codes
+            codes = codes_btn.transpose(0, 2, 1)
+        return {"codes": torch.from_numpy(np.ascontiguousarray(codes)), "counts": torch.from_numpy(counts)}
+
+
+register_codec("vrvq", VRVQCodec)
