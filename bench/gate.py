@@ -398,6 +398,19 @@ def _f(x: Any) -> str:
     return "–" if v is None else f"{v:.4g}"
 
 
+def _check_table(checks: list[dict[str, Any]], icon: dict[str, str]) -> list[str]:
+    from bench.reports.load import display_codec
+
+    lines = ["| codec@op | metric | baseline | candidate | Δ (better +) | one-sided bounds | margin | status |",
+             "|---|---|---|---|---|---|---|---|"]
+    for ch in checks:
+        bound = f"[{_f(ch.get('lower_bound'))}, {_f(ch.get('upper_bound'))}]" if "lower_bound" in ch else ""
+        lines.append(f"| {display_codec(ch['codec'])}@{ch['op']} | {ch['metric']} | {_f(ch.get('baseline_mean'))} | "
+                     f"{_f(ch.get('candidate_mean'))} | {_f(ch.get('mean_improvement'))} | {bound} | "
+                     f"{ch.get('margin_spec', '')} | {icon.get(ch['status'], '')} {ch['status']} |")
+    return lines
+
+
 def markdown_summary(verdict: dict[str, Any]) -> str:
     """A short summary a CI system can post as a comment."""
     icon = {"pass": "✅", "regression": "❌", "error": "⚠️", "inconclusive": "➖"}
@@ -410,21 +423,16 @@ def markdown_summary(verdict: dict[str, Any]) -> str:
              f"{c.get('error', 0)} error; one-sided {verdict.get('confidence', 0.95):.0%} cluster-bootstrap bounds "
              "on per-item differences (positive = better).", ""]
     checks = verdict.get("checks", [])
-    if checks:
-        lines += ["| codec@op | metric | baseline | candidate | Δ (better +) | bound | margin | status |",
-                  "|---|---|---|---|---|---|---|---|"]
-        order = {"regression": 0, "error": 1, "inconclusive": 2, "pass": 3}
-        for ch in sorted(checks, key=lambda x: (order.get(x["status"], 9), x["codec"], x["op"], x["metric"])):
-            bound = (f"[{_f(ch.get('lower_bound'))}, {_f(ch.get('upper_bound'))}]"
-                     if "lower_bound" in ch else "")
-            from bench.reports.load import display_codec
-
-            lines.append(f"| {display_codec(ch['codec'])}@{ch['op']} | {ch['metric']} | {_f(ch.get('baseline_mean'))} | "
-                         f"{_f(ch.get('candidate_mean'))} | {_f(ch.get('mean_improvement'))} | {bound} | "
-                         f"{ch.get('margin_spec', '')} | {icon.get(ch['status'], '')} {ch['status']} |")
-        bad = [ch for ch in checks if ch["status"] in ("regression", "error")]
-        if bad:
-            lines += [""] + [f"- {ch['codec']}@{ch['op']} {ch['metric']}: {ch['reason']}" for ch in bad[:20]]
+    order = {"regression": 0, "error": 1, "inconclusive": 2, "pass": 3}
+    checks = sorted(checks, key=lambda x: (order.get(x["status"], 9), x["codec"], x["op"], x["metric"]))
+    notable = [ch for ch in checks if ch["status"] != "pass"]
+    passed = [ch for ch in checks if ch["status"] == "pass"]
+    if notable:
+        lines += _check_table(notable, icon) + [""]
+        lines += [f"- {ch['codec']}@{ch['op']} {ch['metric']}: {ch['reason']}" for ch in notable[:20]] + [""]
+    if passed:
+        lines += [f"<details><summary>{len(passed)} passing check(s)</summary>", ""] + _check_table(passed, icon) + [
+            "", "</details>"]
     if verdict.get("error"):
         lines += ["", f"Error: {verdict['error']}"]
     return "\n".join(lines) + "\n"

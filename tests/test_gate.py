@@ -170,3 +170,69 @@ def test_parse_margins():
     assert gate.parse_margins(None, ["a"]) == {"a": (0.01, True)}
     with pytest.raises(gate.GateError):
         gate.parse_margins("-1", ["a"])
+
+
+@pytest.mark.slow
+def test_end_to_end_with_a_real_dac_checkpoint_and_noisy_weights(tmp_path, capsys):
+    """The real runner and DAC codec: a tiny checkpoint passes its own baseline; noise in its weights fails."""
+    torch = pytest.importorskip("torch")
+    soundfile = pytest.importorskip("soundfile")
+    from bench.codecs.nn.dac_model import CONFIGS, DAC
+    from bench.runner import RunConfig, run_benchmark
+    from bench.train.checkpoint import module_tensors, save_checkpoint
+
+    torch.set_num_threads(1)
+    sr, clips = 16000, []
+    (tmp_path / "clips").mkdir()
+    for k, f0 in enumerate([150.0, 220.0, 330.0, 440.0]):
+        t = np.arange(int(0.3 * sr)) / sr
+        x = sum(np.sin(2 * np.pi * f0 * h * t + 2 * np.sin(2 * np.pi * 4 * t)) / h for h in range(1, 5))
+        x = (0.4 * x / np.abs(x).max()).astype(np.float32)
+        soundfile.write(tmp_path / "clips" / f"tone{k}.wav", x, sr)
+        clips.append(x)
+    # a few steps of spectral reconstruction training, so the baseline is a (poor but real) codec whose
+    # mel distance is well below a random model's, and noise in its weights undoes that
+    torch.manual_seed(0)
+    cfg = CONFIGS["tiny"]
+    model = DAC(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    batch = torch.from_numpy(np.stack(clips))[:, None]
+    window = torch.hann_window(256)
+
+    def log_mag(y):
+        return torch.log(torch.stft(y.reshape(-1, y.shape[-1]), 256, 64, window=window, return_complex=True).abs() + 1e-5)
+
+    for _ in range(20):
+        out = model(batch, cfg.n_codebooks)
+        loss = ((out.audio - batch).abs().mean() + (log_mag(out.audio) - log_mag(batch)).abs().mean()
+                + out.commitment_loss.mean() + out.codebook_loss.mean())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    card = {"model": "dac", "name": "dac_tiny", "config": cfg.to_dict(), "training": {"steps": 20, "data": "test tones"}}
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(good, module_tensors("generator", model), card)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            scale = p.std() if p.numel() > 1 else p.abs() + 1e-3
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    noisy = tmp_path / "noisy.safetensors"
+    save_checkpoint(noisy, module_tensors("generator", model), card)
+
+    run = run_benchmark(RunConfig(codecs=f"dac:{good}@4", dataset="folder", root=str(tmp_path / "clips"),
+                                  dataset_options={"domain": "music"}, metrics="mel_distance", workers=1,
+                                  progress=False, out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache")))
+    baseline = tmp_path / "baseline.json"
+    assert bench_main(["baseline", "save", str(run), "--out", str(baseline)]) == 0
+    code, out, _ = _gate(["--baseline", str(baseline), "--candidate", str(good), "--out", str(tmp_path / "cand-good"),
+                          "--json", str(tmp_path / "good.json")], capsys)
+    assert code == 0, out
+    assert json.loads((tmp_path / "good.json").read_text())["candidate_kind"] == "checkpoint"
+    code, out, _ = _gate(["--baseline", str(baseline), "--candidate", str(noisy), "--out", str(tmp_path / "cand-noisy"),
+                          "--json", str(tmp_path / "noisy.json")], capsys)
+    assert code == 1, out
+    verdict = json.loads((tmp_path / "noisy.json").read_text())
+    (check,) = [c for c in verdict["checks"] if c["metric"] == "mel_distance"]
+    assert check["status"] == "regression" and check["candidate_mean"] > check["baseline_mean"] + 0.3
