@@ -175,7 +175,8 @@ def evaluate(generator: torch.nn.Module, clips: torch.Tensor, sample_rate_hz: in
 
 
 def export_card(recipe_name: str, config: DACConfig, *, step: int, wall_s: float, device: str, data: dict,
-                holdout: list[dict], validation: dict, batch_size: int, extra: dict | None = None) -> dict:
+                holdout: list[dict], validation: dict, batch_size: int, excerpt_s: float,
+                discriminator: dict | None = None, extra: dict | None = None) -> dict:
     card = {
         "model": MODEL,
         "name": f"dac_{recipe_name}",
@@ -188,7 +189,7 @@ def export_card(recipe_name: str, config: DACConfig, *, step: int, wall_s: float
         "num_parameters": None,
         "training": {
             "steps": step, "wall_time_s": round(wall_s, 1), "device": device, "batch_size": batch_size,
-            "excerpt_s": get_recipe(recipe_name).excerpt_s if recipe_name in RECIPES else None,
+            "excerpt_s": excerpt_s, "discriminator": discriminator,
             "recipe": "DAC (Kumar et al. 2023): AdamW 1e-4 (0.8, 0.99), ExponentialLR 0.999996, "
                       "15 mel + 2 feature + 1 adversarial (LSGAN) + 1 codebook + 0.25 commitment, "
                       "MPD(2,3,5,7,11) + multi-band complex STFT discriminator, quantizer dropout",
@@ -276,7 +277,8 @@ def train(args: argparse.Namespace) -> int:
             validation[f"n_codebooks_{config.n_codebooks}"] = {k.removeprefix("val/"): round(v, 4)
                                                                 for k, v in metrics.items()}
         card = export_card(args.config, config, step=step, wall_s=wall_s, device=device_text, data=data_card,
-                           holdout=holdout, validation=validation, batch_size=batch_size * dist.world_size)
+                           holdout=holdout, validation=validation, batch_size=batch_size * dist.world_size,
+                           excerpt_s=excerpt_s, discriminator=recipe.discriminator.to_dict())
         card["num_parameters"] = count_parameters(generator)
         save_checkpoint(out_dir / f"dac_{args.config}.safetensors", module_tensors("generator", generator), card,
                         half=args.half)
