@@ -138,16 +138,15 @@ def plot_rd(summary_df, metric: str, out_path: str | Path, *, unit: str = "",
             if len(front) >= 2:
                 ax.plot([p.measured_kbps for p in front], [p.mean for p in front], color="black", ls="--",
                         lw=1.0, alpha=0.7, label="Pareto frontier", zorder=5)
-        if off_scale:
-            ax.text(0.98, 0.02, "off scale (anchor):\n" + "\n".join(off_scale), transform=ax.transAxes,
-                    ha="right", va="bottom", fontsize=7, color="#444",
-                    bbox={"boxstyle": "round", "fc": "white", "ec": "#bbb", "alpha": 0.9})
         rates = [p.measured_kbps for p in all_points if math.isfinite(p.measured_kbps) and p.measured_kbps > 0]
         if rates and max(rates) / min(rates) > 4:
             _log_kbps_axis(ax, min(rates), max(rates))
         title = domain if domain != "all" else "all items"
         ax.set_title(f"{dataset}: {title}" if dataset else title, fontsize=10)
-        ax.set_xlabel("measured kbps (hollow: nominal)")
+        xlabel = "measured kbps (hollow: nominal)"
+        if off_scale:
+            xlabel += "\noff scale: " + "; ".join(off_scale)
+        ax.set_xlabel(xlabel)
         arrow = "↑ better" if higher_is_better else "↓ better"
         ax.set_ylabel(f"{metric}" + (f" [{unit}]" if unit else "") + f"  ({arrow})")
         ax.grid(True, which="both", alpha=0.25)
