@@ -206,3 +206,15 @@ def test_unknown_model_is_a_clear_error(capsys):
 
     assert main(["train", "dacc", "--config", "tiny"]) == 2
     assert "did you mean 'dac'" in capsys.readouterr().err.lower()
+
+
+def test_warm_up_without_discriminator_leaves_it_untouched():
+    torch.manual_seed(0)
+    cfg = CONFIGS["tiny"]
+    disc = Discriminator(DiscriminatorConfig(periods=(2,), mpd_channels=(4,), fft_sizes=(256,), mrd_channels=2))
+    trainer = DACTrainer(DAC(cfg), disc, sample_rate_hz=cfg.sample_rate_hz, n_codebooks=cfg.n_codebooks)
+    d0 = {k: v.clone() for k, v in disc.state_dict().items()}
+    values = trainer.step(_one_clip(cfg.sample_rate_hz, 0.1), adversarial=False)
+    assert "loss/adversarial" not in values and "loss/discriminator" not in values
+    assert all(torch.equal(d0[k], v) for k, v in disc.state_dict().items())
+    assert trainer.sched_d.last_epoch == trainer.sched_g.last_epoch == 1

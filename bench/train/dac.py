@@ -64,6 +64,9 @@ def add_model_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (generator and discriminator)")
     p.add_argument("--excerpt-s", type=float, default=None, help="excerpt length (default 0.38 s)")
     p.add_argument("--quantizer-dropout", type=float, default=None, help="override the config's 0.5")
+    p.add_argument("--adv-start-step", type=int, default=0,
+                   help="train without the discriminator (mel + VQ losses only) up to this step; 0 = the DAC "
+                        "recipe (adversarial from the start)")
 
 
 def get_recipe(name: str) -> Recipe:
@@ -100,29 +103,35 @@ class DACTrainer:
                 "codebook": out.codebook_loss.mean(),
                 "commitment": out.commitment_loss.mean()}
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
+    def step(self, real: torch.Tensor, adversarial: bool = True) -> dict[str, float]:
+        """One training step. ``adversarial=False`` (a warm-up) skips the discriminator: the generator
+        then learns from the mel and VQ terms only, at about half the cost per step."""
         b = real.shape[0]
         self.generator.train()
         self.discriminator.train()
         out = self.generator(real, n_codebooks=self.n_codebooks)
         fake = out.audio
+        values: dict[str, float] = {}
 
-        d_all = self.discriminator(torch.cat([fake.detach(), real]))
-        d_fake = [[f[:b] for f in maps] for maps in d_all]
-        d_real = [[f[b:] for f in maps] for maps in d_all]
-        loss_d = discriminator_loss(d_fake, d_real)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        gn_d = clip_gradients(self.discriminator, DISC_GRAD_CLIP)
-        self.opt_d.step()
-        self.sched_d.step()
+        if adversarial:
+            d_all = self.discriminator(torch.cat([fake.detach(), real]))
+            d_fake = [[f[:b] for f in maps] for maps in d_all]
+            d_real = [[f[b:] for f in maps] for maps in d_all]
+            loss_d = discriminator_loss(d_fake, d_real)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            gn_d = clip_gradients(self.discriminator, DISC_GRAD_CLIP)
+            self.opt_d.step()
+            values.update({"loss/discriminator": float(loss_d.detach()), "grad_norm/discriminator": min(gn_d, 1e9)})
+        self.sched_d.step()  # the schedule follows the global step either way
 
-        g_all = self.discriminator(torch.cat([fake, real]))
-        g_fake = [[f[:b] for f in maps] for maps in g_all]
-        g_real = [[f[b:] for f in maps] for maps in g_all]
         terms = self.generator_terms(real, out)
-        terms["adversarial"] = generator_adversarial_loss(g_fake)
-        terms["feature"] = feature_matching_loss(g_fake, g_real)
+        if adversarial:
+            g_all = self.discriminator(torch.cat([fake, real]))
+            g_fake = [[f[:b] for f in maps] for maps in g_all]
+            g_real = [[f[b:] for f in maps] for maps in g_all]
+            terms["adversarial"] = generator_adversarial_loss(g_fake)
+            terms["feature"] = feature_matching_loss(g_fake, g_real)
         loss_g = weighted_total(terms, self.weights)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -130,9 +139,8 @@ class DACTrainer:
         self.opt_g.step()
         self.sched_g.step()
 
-        values = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
-        values.update({"loss/generator": float(loss_g.detach()), "loss/discriminator": float(loss_d.detach()),
-                       "grad_norm/generator": min(gn_g, 1e9), "grad_norm/discriminator": min(gn_d, 1e9),
+        values.update({f"loss/{k}": float(v.detach()) for k, v in terms.items()})
+        values.update({"loss/generator": float(loss_g.detach()), "grad_norm/generator": min(gn_g, 1e9),
                        "lr": self.sched_g.get_last_lr()[0]})
         return values
 
@@ -176,7 +184,8 @@ def evaluate(generator: torch.nn.Module, clips: torch.Tensor, sample_rate_hz: in
 
 def export_card(recipe_name: str, config: DACConfig, *, step: int, wall_s: float, device: str, data: dict,
                 holdout: list[dict], validation: dict, batch_size: int, excerpt_s: float,
-                discriminator: dict | None = None, extra: dict | None = None) -> dict:
+                discriminator: dict | None = None, lr: float = 1e-4, adv_start_step: int = 0,
+                extra: dict | None = None) -> dict:
     card = {
         "model": MODEL,
         "name": f"dac_{recipe_name}",
@@ -189,7 +198,9 @@ def export_card(recipe_name: str, config: DACConfig, *, step: int, wall_s: float
         "num_parameters": None,
         "training": {
             "steps": step, "wall_time_s": round(wall_s, 1), "device": device, "batch_size": batch_size,
-            "excerpt_s": excerpt_s, "discriminator": discriminator,
+            "excerpt_s": excerpt_s, "discriminator": discriminator, "lr": lr,
+            "adversarial_from_step": adv_start_step,
+            "adversarial_steps": max(0, step - adv_start_step),
             "recipe": "DAC (Kumar et al. 2023): AdamW 1e-4 (0.8, 0.99), ExponentialLR 0.999996, "
                       "15 mel + 2 feature + 1 adversarial (LSGAN) + 1 codebook + 0.25 commitment, "
                       "MPD(2,3,5,7,11) + multi-band complex STFT discriminator, quantizer dropout",
@@ -250,7 +261,7 @@ def train(args: argparse.Namespace) -> int:
     last_val: dict[str, float] = {}
 
     def step_fn(step: int) -> dict[str, float]:
-        return trainer.step(sampler.batch(batch_size).to(dist.device))
+        return trainer.step(sampler.batch(batch_size).to(dist.device), adversarial=step > args.adv_start_step)
 
     def validate_fn(step: int) -> dict[str, float]:
         if not dist.is_main:
@@ -278,7 +289,8 @@ def train(args: argparse.Namespace) -> int:
                                                                 for k, v in metrics.items()}
         card = export_card(args.config, config, step=step, wall_s=wall_s, device=device_text, data=data_card,
                            holdout=holdout, validation=validation, batch_size=batch_size * dist.world_size,
-                           excerpt_s=excerpt_s, discriminator=recipe.discriminator.to_dict())
+                           excerpt_s=excerpt_s, discriminator=recipe.discriminator.to_dict(),
+                           lr=args.lr, adv_start_step=args.adv_start_step)
         card["num_parameters"] = count_parameters(generator)
         save_checkpoint(out_dir / f"dac_{args.config}.safetensors", module_tensors("generator", generator), card,
                         half=args.half)

@@ -115,8 +115,8 @@ def git_commit() -> str | None:
 
 # ---- logging ---------------------------------------------------------------------------------------------
 class CsvLog:
-    """Append-only CSV: ``step``, ``wall_s`` and named values; the header is fixed by the first row
-    written (values with new names go to a ``extra`` JSON column rather than being lost)."""
+    """Append-only CSV: ``step``, ``wall_s`` and named values. When a row brings a new name (say the
+    adversarial terms once a warm-up ends), the file is rewritten once with the wider header."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -128,16 +128,23 @@ class CsvLog:
     def write(self, step: int, wall_s: float, values: dict[str, float]) -> None:
         row: dict[str, Any] = {"step": step, "wall_s": round(wall_s, 2)}
         row.update({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
-        new = self.fields is None
+        if self.fields is None:
+            self.fields = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.fields).writeheader()
+        new = [k for k in row if k not in self.fields]
         if new:
-            self.fields = list(row) + ["extra"]
-        extra = {k: row.pop(k) for k in list(row) if k not in self.fields}
-        row["extra"] = json.dumps(extra) if extra else ""
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields, restval="")
-            if new:
+            with open(self.path, newline="") as f:
+                old_rows = list(csv.DictReader(f))
+            self.fields = self.fields + new
+            tmp = self.path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields, restval="")
                 writer.writeheader()
-            writer.writerow(row)
+                writer.writerows(old_rows)
+            os.replace(tmp, self.path)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields, restval="").writerow(row)
 
 
 class Averager:
