@@ -74,3 +74,27 @@ def test_chromium_screenshot_is_not_blank(report_dir, tmp_path):
     png = render.screenshot(report_dir / "index.html", tmp_path / "shot.png", width=1200, height=2400)
     assert png.stat().st_size > 20_000
     assert render.ink_fraction(png) > 0.03  # text, tables and plots drawn, not an empty page
+
+
+def test_report_of_a_real_run_plays_the_runners_reconstructions(tmp_path):
+    """The default audio source: references via the run's dataset settings, decodes via the runner's cache."""
+    import numpy as np
+    import soundfile as sf
+
+    from bench.runner import RunConfig, run_benchmark
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    sr = 16000
+    for k, f0 in enumerate([220.0, 330.0]):
+        t = np.arange(int(1.0 * sr)) / sr
+        sf.write(clips / f"tone{k}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), sr)
+    run = run_benchmark(RunConfig(codecs="opus@6,opus@12", dataset="folder", root=str(clips),
+                                  dataset_options={"domain": "music"}, metrics="si_sdr", workers=1,
+                                  progress=False, out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache")))
+    written = make_report(run, formats=["html"], n_boot=100)
+    page = written["html"].read_text()
+    assert "not available" not in page and page.count("<audio ") == 2 * len(re.findall(r"<table class=\"listen\">", page))
+    ref_clip = next((written["html"].parent / "audio").glob("*reference.wav"))
+    x, rate = sf.read(str(ref_clip))
+    assert rate == sr and 0.25 < np.max(np.abs(x)) < 0.35  # the tone as the run coded it (no loudness change)

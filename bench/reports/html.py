@@ -102,50 +102,61 @@ def _as_audio(obj: Any) -> tuple[np.ndarray, int] | None:
 
 
 def default_audio_source(data: RunData) -> AudioSource:
-    """Reconstructions through the runner's cache; references through the runner or the dataset.
+    """Reconstructions from the runner's cache; references prepared exactly as the run prepared them.
 
-    Uses ``bench.runner.reconstruction_path(run_dir, cache_key)`` and, where the runner offers it,
-    ``bench.runner.reference_path(run_dir, item_id)``; otherwise the reference is re-read from the
-    dataset (its registry entry, split and root from the run manifest).
+    Reconstructions: ``bench.runner.reconstruction_path(run_dir, cache_key)`` of the coded row.
+    References: the run's dataset (with its options, split and root from the manifest settings)
+    through ``bench.runner.prepare_reference``, so loudness normalisation and the channel policy
+    match what the codecs were given; without the runner, the item's file as it is.
     """
     try:
         import bench.runner as runner
     except Exception:  # noqa: BLE001 - report on a machine without the runner's dependencies
         runner = None
     recon = getattr(runner, "reconstruction_path", None)
-    ref_fn = getattr(runner, "reference_path", None)
-    dataset_items: dict[str, Any] = {}
+    cache: dict[str, Any] = {}
 
-    def lookup_item(item_id: str):
-        if not dataset_items:
-            from bench.registry import DATASETS
+    def run_config():
+        import dataclasses
 
-            for name in sorted(set(data.items["dataset"])):
-                try:
+        settings = data.manifest.get("settings") if isinstance(data.manifest.get("settings"), dict) else {}
+        names = {f.name for f in dataclasses.fields(runner.RunConfig)}
+        return runner.RunConfig(**{k: v for k, v in settings.items() if k in names})
+
+    def items_by_id() -> dict[str, Any]:
+        if "items" in cache:
+            return cache["items"]
+        found: dict[str, Any] = {}
+        cache["items"] = found
+        try:
+            if runner is not None and hasattr(runner, "resolve_dataset"):
+                cfg = cache.setdefault("cfg", run_config())
+                ds, split = runner.resolve_dataset(cfg)
+                found.update({it.id: it for it in ds.items(split, cfg.root)})
+            else:
+                from bench.registry import DATASETS
+
+                for name in sorted(set(data.items["dataset"])):
                     ds = DATASETS.get(name)
-                    split = data.setting("split") or None
-                    splits = sorted(set(data.items.loc[data.items["dataset"] == name, "split"].dropna()))
-                    for sp in (splits or [split]):
-                        for it in ds.items(sp, root=data.setting("root")):
-                            dataset_items[it.id] = it
-                except Exception:  # noqa: BLE001 - data moved or gone: no reference audio
-                    continue
-            dataset_items.setdefault("", None)
-        return dataset_items.get(item_id)
+                    for sp in sorted(set(data.items.loc[data.items["dataset"] == name, "split"].dropna())):
+                        found.update({it.id: it for it in ds.items(sp, root=data.setting("root"))})
+        except Exception as exc:  # noqa: BLE001 - data moved or gone: no reference audio, say why
+            cache["error"] = f"{type(exc).__name__}: {exc}"
+        return found
 
     def source(item_id: str, codec: str | None, op: str | None):
         if codec is None:
-            if ref_fn is not None:
-                try:
-                    return ref_fn(data.run_dir, item_id)
-                except Exception:  # noqa: BLE001
-                    pass
-            it = lookup_item(item_id)
-            if it is None:
+            item = items_by_id().get(item_id)
+            if item is None:
+                if "error" in cache:
+                    raise FileNotFoundError(f"reference not found ({cache['error']})")
                 return None
+            if runner is not None and hasattr(runner, "prepare_reference") and "cfg" in cache:
+                x, sr, _ = runner.prepare_reference(item, cache["cfg"])
+                return x, sr
             from bench.audio import load_audio
 
-            return load_audio(it.path, start_s=it.start_s, duration_s=it.duration_s)
+            return load_audio(item.path, start_s=item.start_s, duration_s=item.duration_s)
         if recon is None:
             return None
         c = data.coded
