@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -123,7 +124,11 @@ class DACTrainer:
             gn_d = clip_gradients(self.discriminator, DISC_GRAD_CLIP)
             self.opt_d.step()
             values.update({"loss/discriminator": float(loss_d.detach()), "grad_norm/discriminator": min(gn_d, 1e9)})
-        self.sched_d.step()  # the schedule follows the global step either way
+            self.sched_d.step()
+        else:  # the discriminator's schedule follows the global step during the warm-up too
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                self.sched_d.step()
 
         terms = self.generator_terms(real, out)
         if adversarial:
