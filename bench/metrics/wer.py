@@ -38,7 +38,7 @@ WER_SAMPLE_RATE_HZ = 16000
 MIN_DURATION_S = 0.1
 SILENCE_PEAK = 1e-6
 
-_HYP_CACHE: "OrderedDict[tuple[str, str], str]" = OrderedDict()
+_HYP_CACHE: "OrderedDict[tuple[int, str], tuple[Any, str]]" = OrderedDict()
 _HYP_CACHE_SIZE = 512
 
 
@@ -52,12 +52,12 @@ def transcribe(wav: np.ndarray, asr: Any = None) -> tuple[str, str]:
 
     backend = get_asr_backend(asr)
     desc = backend.describe()
-    key = (desc, _audio_key(wav))
+    key = (id(backend), _audio_key(wav))  # the entry holds the backend, so its id cannot be reused
     if key in _HYP_CACHE:
         _HYP_CACHE.move_to_end(key)
-        return _HYP_CACHE[key], desc
+        return _HYP_CACHE[key][1], desc
     hyp = backend.transcribe(wav)
-    _HYP_CACHE[key] = hyp
+    _HYP_CACHE[key] = (backend, hyp)
     if len(_HYP_CACHE) > _HYP_CACHE_SIZE:
         _HYP_CACHE.popitem(last=False)
     return hyp, desc
