@@ -127,7 +127,7 @@ class DACTrainer:
             self.sched_d.step()
         else:  # the discriminator's schedule follows the global step during the warm-up too
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                 self.sched_d.step()
 
         terms = self.generator_terms(real, out)
