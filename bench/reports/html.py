@@ -44,7 +44,7 @@ tr:nth-child(even) td{background:#f7f9fb}
 .better{color:#17702f;font-weight:600}.worse{color:#b0261b;font-weight:600}.nsd{color:#666}
 .note{font-size:12px;color:#555;max-width:1100px}
 figure{margin:8px 0 18px 0} figure img{max-width:100%;border:1px solid #d4dbe2;background:#fff}
-.listen td{text-align:left} .listen img{height:110px;display:block} audio{width:260px}
+.listen td{text-align:left} .listen img{width:360px;height:128px;display:block} audio{width:260px}
 .mark{color:#b0261b;font-weight:700} details{margin:6px 0}
 """
 
@@ -248,8 +248,7 @@ def choose_items(data: RunData, chosen_ops: dict[str, str], *, n_per_domain: int
     return picked
 
 
-def _write_clip(x: np.ndarray, sr: int, start: int, excerpt_s: float, wav_path: Path, png_path: Path,
-                title: str) -> None:
+def _write_clip(x: np.ndarray, sr: int, start: int, excerpt_s: float, wav_path: Path, png_path: Path) -> None:
     import soundfile as sf
 
     from bench.audio import to_channels
@@ -260,7 +259,7 @@ def _write_clip(x: np.ndarray, sr: int, start: int, excerpt_s: float, wav_path: 
         clip = to_channels(clip, 1)
     wav_path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(wav_path), np.clip(clip, -1.0, 1.0).T, sr, subtype="PCM_16")
-    plots.plot_spectrogram(clip.mean(axis=0), sr, png_path, title=title)
+    plots.plot_spectrogram(clip.mean(axis=0), sr, png_path)
 
 
 def listening_section(report: Report, out_dir: Path, audio_source: AudioSource | None, *,
@@ -278,7 +277,8 @@ def listening_section(report: Report, out_dir: Path, audio_source: AudioSource |
     res = data.results
     parts = [f'<p class="note">Reference and every codec at the operating point nearest {fmt(target)} kbps '
              f'(measured). Excerpts of at most {excerpt_s:g} s, 16-bit WAV, same window in every row; '
-             "spectrograms in dB re full scale (-100..0).</p>"]
+             "spectrograms: time left to right, 0 Hz to half the clip's sample rate bottom to top (linear), "
+             "dB re full scale from -100 (black) to 0 (yellow).</p>"]
     missing: list[str] = []
     for k, (item_id, why) in enumerate(chosen):
         try:
@@ -303,11 +303,13 @@ def listening_section(report: Report, out_dir: Path, audio_source: AudioSource |
             slug = plots.safe_name(f"{k:02d}_{item_id}_{label}")
             player = '<span class="note">not available</span>'
             spec = ""
+            rate_note = ""
             if got is not None:
                 x, sr = got
+                rate_note = f'<br><span class="note">{sr} Hz</span>'
                 wav = out_dir / "audio" / f"{slug}.wav"
                 png = out_dir / "audio" / f"{slug}.png"
-                _write_clip(x, sr, int(round(start_s * sr)), excerpt_s, wav, png, f"{label} ({sr} Hz)")
+                _write_clip(x, sr, int(round(start_s * sr)), excerpt_s, wav, png)
                 player = f'<audio controls preload="none" src="audio/{_e(wav.name)}"></audio>'
                 spec = f'<img src="audio/{_e(png.name)}" alt="spectrogram {_e(label)}">'
             elif codec is not None:
@@ -323,7 +325,7 @@ def listening_section(report: Report, out_dir: Path, audio_source: AudioSource |
                                   ("failed" if len(v) else "n/a"))
             else:
                 scores = ["" for _ in metrics]
-            rows.append(f'<tr><td>{_e(label)}</td><td>{_e(kbps)}</td>' + "".join(f"<td>{_e(s)}</td>" for s in scores)
+            rows.append(f'<tr><td>{_e(label)}{rate_note}</td><td>{_e(kbps)}</td>' + "".join(f"<td>{_e(s)}</td>" for s in scores)
                         + f"<td>{player}</td><td>{spec}</td></tr>")
         head = ("<tr><th>version</th><th>kbps</th>" + "".join(f"<th>{_e(m)}</th>" for m in metrics)
                 + "<th>listen</th><th>spectrogram</th></tr>")

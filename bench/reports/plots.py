@@ -182,24 +182,24 @@ def spectrogram_db(x: np.ndarray, sample_rate_hz: int, n_fft: int = 1024) -> tup
     return db, freqs, times
 
 
-def plot_spectrogram(x: np.ndarray, sample_rate_hz: int, out_path: str | Path, *, title: str = "",
-                     max_freq_hz: float | None = None, floor_db: float = -100.0) -> Path:
-    """A small spectrogram image (dB re full scale, fixed colour range so images compare)."""
-    plt = _pyplot()
-    db, freqs, times = spectrogram_db(x, sample_rate_hz)
-    fig, ax = plt.subplots(figsize=(4.2, 1.7))
-    top = min(max_freq_hz or freqs[-1], freqs[-1])
-    ax.imshow(db, origin="lower", aspect="auto", cmap="magma", vmin=floor_db, vmax=0.0,
-              extent=[0.0, float(times[-1] + times[0]), 0.0, float(freqs[-1]) / 1000.0])
-    ax.set_ylim(0, top / 1000.0)
-    ax.set_ylabel("kHz", fontsize=7)
-    ax.set_xlabel("s", fontsize=7)
-    ax.tick_params(labelsize=6)
-    if title:
-        ax.set_title(title, fontsize=7)
-    fig.tight_layout(pad=0.3)
+def plot_spectrogram(x: np.ndarray, sample_rate_hz: int, out_path: str | Path, *,
+                     max_freq_hz: float | None = None, floor_db: float = -100.0, width_px: int = 360,
+                     height_px: int = 128) -> Path:
+    """A ``width_px`` x ``height_px`` spectrogram image (low frequencies at the bottom; dB re full scale, fixed colour range
+    ``floor_db..0`` so images compare). Drawn straight from the array without axes, because a
+    full matplotlib figure per clip made reports slow; the page states the ranges."""
+    import matplotlib
+    from matplotlib.image import imsave
+
+    db, freqs, _ = spectrogram_db(x, sample_rate_hz)
+    if max_freq_hz is not None:
+        db = db[freqs <= max_freq_hz]
+    rows = np.linspace(0, db.shape[0] - 1, min(height_px, db.shape[0])).round().astype(int)
+    cols = np.linspace(0, db.shape[1] - 1, width_px).round().astype(int)
+    db = db[rows][:, cols]
+    norm = np.clip((db - floor_db) / (0.0 - floor_db), 0.0, 1.0)
+    rgba = matplotlib.colormaps["magma"](norm[::-1])  # low frequencies at the bottom
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    imsave(out, rgba)
     return out
