@@ -499,7 +499,7 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=None, help="comma-separated metrics to gate on (default: all of the baseline)")
     p.add_argument("--margin", default=None,
                    help=f"allowed degradation: '0.1' (metric units), '1%%' (of the baseline mean), or "
-                        f"'si_sdr=0.5,pesq_wb=2%%' per metric (default {DEFAULT_MARGIN})")
+                        f"'si_sdr=0.5,pesq_wb=2%%' per metric (default {DEFAULT_MARGIN.replace('%', '%%')})")
     p.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, help="one-sided confidence (default 0.95)")
     p.add_argument("--strict", action="store_true", help="count inconclusive checks as regressions")
     p.add_argument("--kbps-tolerance", type=float, default=DEFAULT_KBPS_TOLERANCE,

@@ -236,3 +236,11 @@ def test_end_to_end_with_a_real_dac_checkpoint_and_noisy_weights(tmp_path, capsy
     verdict = json.loads((tmp_path / "noisy.json").read_text())
     (check,) = [c for c in verdict["checks"] if c["metric"] == "mel_distance"]
     assert check["status"] == "regression" and check["candidate_mean"] > check["baseline_mean"] + 0.3
+
+
+@pytest.mark.parametrize("command", [["gate"], ["baseline"], ["report"]])
+def test_help_texts_render(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_main([*command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: bench" in capsys.readouterr().out
