@@ -77,6 +77,9 @@ def get_recipe(name: str) -> Recipe:
 def add_model_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (generator and discriminator)")
     p.add_argument("--excerpt-s", type=float, default=None, help="excerpt length (default 0.38 s)")
+    p.add_argument("--adv-start-step", type=int, default=0,
+                   help="train without the discriminator (mel + VQ + rate terms only) up to this step; 0 = the "
+                        "DAC recipe (adversarial from the start)")
     p.add_argument("--rate-weight", type=float, default=2.0, help="lambda of the rate term lambda x mean(p)")
     p.add_argument("--surrogate", choices=("logcosh", "saturated"), default="logcosh",
                    help="gradient surrogate of the mask: the paper's log-cosh, or the baseline saturated identity")
@@ -104,8 +107,8 @@ class VRVQTrainer(DACTrainer):
             self._stats = {"vbr/mean_codebooks": float(out.extra["counts"][vbr].float().mean())}
         return terms
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
-        values = super().step(real)
+    def step(self, real: torch.Tensor, adversarial: bool = True) -> dict[str, float]:
+        values = super().step(real, adversarial=adversarial)
         values.update(self._stats)
         return values
 
@@ -168,7 +171,8 @@ def warm_start(generator: VRVQ, discriminator: torch.nn.Module, path: str) -> di
 
 def export_card(config_name: str, config: VRVQConfig, *, step: int, wall_s: float, device: str, data: dict,
                 holdout: list[dict], validation: dict, batch_size: int, excerpt_s: float, rate_weight: float,
-                init: dict | None, num_parameters: int) -> dict:
+                init: dict | None, num_parameters: int, lr: float, adv_start_step: int,
+                discriminator: dict) -> dict:
     bb = config.backbone
     return {
         "model": MODEL,
@@ -182,7 +186,8 @@ def export_card(config_name: str, config: VRVQConfig, *, step: int, wall_s: floa
         "num_parameters": num_parameters,
         "training": {
             "steps": step, "wall_time_s": round(wall_s, 1), "device": device, "batch_size": batch_size,
-            "excerpt_s": excerpt_s,
+            "excerpt_s": excerpt_s, "lr": lr, "adversarial_from_step": adv_start_step,
+            "adversarial_steps": max(0, step - adv_start_step), "discriminator": discriminator,
             "recipe": ("VRVQ (Chae et al. 2025) on DAC: level ~ U[{:g}, {:g}] per item, {:g}% of each batch with "
                        "all codebooks, quantizer dropout 0, rate loss {:g} x mean(p) on importance-mapped items, "
                        "{} surrogate (alpha {:g}); otherwise DAC: AdamW 1e-4 (0.8, 0.99), ExponentialLR 0.999996, "
@@ -259,7 +264,7 @@ def train(args: argparse.Namespace) -> int:
     last_val: dict[str, float] = {}
 
     def step_fn(step: int) -> dict[str, float]:
-        return trainer.step(sampler.batch(batch_size).to(dist.device))
+        return trainer.step(sampler.batch(batch_size).to(dist.device), adversarial=step > args.adv_start_step)
 
     def validate_fn(step: int) -> dict[str, float]:
         if not dist.is_main:
@@ -289,7 +294,8 @@ def train(args: argparse.Namespace) -> int:
         card = export_card(args.config, config, step=step, wall_s=wall_s, device=device_text, data=data_card,
                            holdout=holdout, validation=validation, batch_size=batch_size * dist.world_size,
                            excerpt_s=excerpt_s, rate_weight=args.rate_weight, init=init_note,
-                           num_parameters=count_parameters(generator))
+                           num_parameters=count_parameters(generator), lr=args.lr,
+                           adv_start_step=args.adv_start_step, discriminator=recipe.discriminator.to_dict())
         save_checkpoint(out_dir / f"vrvq_{args.config}.safetensors", module_tensors("generator", generator), card,
                         half=args.half)
 
