@@ -363,6 +363,7 @@ def evaluate(baseline: dict[str, Any], candidate: dict[tuple[str, str], dict[str
     if not compared_entries:
         raise GateError("the candidate has none of the baseline's codec operating points "
                         f"({', '.join(sorted({x['codec'] for x in baseline['entries']}))})")
+    not_compared = [f"{e['codec']}@{e['op']}" for e in baseline["entries"] if (e["codec"], e["op"]) not in candidate]
     statuses = [c["status"] for c in checks]
     if "error" in statuses:
         verdict = "error"
@@ -374,7 +375,7 @@ def evaluate(baseline: dict[str, Any], candidate: dict[tuple[str, str], dict[str
         "format": "bench-gate-verdict", "version": 1, "verdict": verdict,
         "exit_code": {"pass": EXIT_PASS, "regression": EXIT_REGRESSION}.get(verdict, EXIT_ERROR),
         "confidence": confidence, "strict": strict, "kbps_tolerance": kbps_tolerance,
-        "metrics": metrics, "entries": compared_entries,
+        "metrics": metrics, "entries": compared_entries, "not_compared": not_compared,
         "counts": {s: statuses.count(s) for s in ("pass", "inconclusive", "regression", "error")},
         "checks": checks,
     }
@@ -430,6 +431,8 @@ def markdown_summary(verdict: dict[str, Any]) -> str:
     if notable:
         lines += _check_table(notable, icon) + [""]
         lines += [f"- {ch['codec']}@{ch['op']} {ch['metric']}: {ch['reason']}" for ch in notable[:20]] + [""]
+    if verdict.get("not_compared"):
+        lines += [f"Not in the candidate (not gated): {', '.join(verdict['not_compared'])}", ""]
     if passed:
         lines += [f"<details><summary>{len(passed)} passing check(s)</summary>", ""] + _check_table(passed, icon) + [
             "", "</details>"]

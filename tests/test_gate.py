@@ -66,6 +66,7 @@ def test_gate_fails_a_degraded_candidate(runs, capsys, tmp_path):
     assert len(si) == 4 and all(c["status"] == "regression" for c in si)
     assert all(c["mean_improvement"] == pytest.approx(-1.0) for c in si)
     assert {e["baseline_codec"] for e in verdict["entries"]} == {TOY}  # --codec restricts the comparison
+    assert "opus@6" in verdict["not_compared"] and "Not in the candidate" in out
     assert "REGRESSION" in out and "worse by more than the margin" in out
     # a generous margin lets the same candidate through
     code, _, _ = _gate(["--baseline", str(runs["baseline"]), "--candidate", str(bad), "--codec", "toy",
