@@ -29,6 +29,16 @@ What VRVQ adds to DAC (everything else is :class:`bench.codecs.nn.dac_model.DAC`
   ``level``): the level is drawn per item from U[level_min, level_max] = U[0.125, 6]; the last
   ``full_codebook_rate`` = 25% of the batch uses all codebooks; quantizer dropout is 0; the rate term
   is ``mean(p)`` over the importance-mapped items (weighted by lambda = 2 in ``bench.train.vrvq``).
+
+Where this differs from the reference code, and why:
+
+* the importance net's convolutions start variance-preserving (std 1/sqrt(fan_in)) instead of DAC's
+  std 0.02, which only preserves scale at the paper's ~1000-channel width (see ``ImportanceNet``);
+* for the narrow ``small``/``tiny`` backbones only, the importance net's input is divided by one
+  running RMS scalar (``importance_input_norm``), because their DAC-initialised encoder activation
+  starts ~1e-5 in RMS; the published-width configs keep the paper's unnormalised input;
+* the log-cosh surrogate's slope is computed in an exact product form (the reference code's
+  autograd of the same expression cancels to zero a few steps from each threshold).
 """
 
 from __future__ import annotations
