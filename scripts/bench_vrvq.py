@@ -10,7 +10,8 @@ encoded, serialised to bytes, read back and decoded at every operating point; me
 from the length of the bytes (harness header included), mel distance (DAC 7-scale) and SI-SDR from
 the decoded audio. Prints one row per (codec, point) with means over the excerpts, per-domain mel
 distance, and, for each VBR level, the CBR mel distance and SI-SDR linearly interpolated at the same
-measured kbps (negative "d mel" = VBR better). Also prints how many codebooks VBR used on average.
+measured kbps (negative "d mel" = VBR better). Also prints how many codebooks VBR used on average and
+the empirical entropy of the per-frame counts (bits/frame; the bitstream spends ceil(log2 N_q)).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def main() -> int:
         for op in codec.spec.operating_points:
             bits = 0
             seconds = 0.0
-            mels, sdrs, groups, counts = [], [], [], []
+            mels, sdrs, groups, counts, hist = [], [], [], [], None
             for _, group, x in excerpts:
                 enc = codec.encode(x, op)
                 data = codec.to_bytes(enc)
@@ -108,7 +109,10 @@ def main() -> int:
                 sdrs.append(float(si_sdr_db(y[:, 0].double(), x[:, 0].double())[0]))
                 groups.append(group)
                 if isinstance(enc.payload, dict):
-                    counts.append(float(enc.payload["counts"].float().mean()))
+                    c = enc.payload["counts"].reshape(-1)
+                    counts.append(float(c.float().mean()))
+                    h = torch.bincount(c, minlength=codec.config.n_codebooks + 1)
+                    hist = h if hist is None else hist + h
             by_group = defaultdict(list)
             for g, m in zip(groups, mels):
                 by_group[g].append(m)
@@ -116,14 +120,15 @@ def main() -> int:
                          "measured_kbps": bits / seconds / 1000, "mel_distance": float(np.mean(mels)),
                          "si_sdr_db": float(np.nanmean(sdrs)),
                          "mel_by_group": {g: float(np.mean(v)) for g, v in sorted(by_group.items())},
-                         "mean_codebooks": float(np.mean(counts)) if counts else None})
+                         "mean_codebooks": float(np.mean(counts)) if counts else None,
+                         "count_entropy_bits": _entropy_bits(hist) if hist is not None and op.kind == "vbr" else None})
     print(f"(coding and scoring took {time.time() - t0:.0f} s)\n")
 
     cbr = [r for r in rows if r["codec"] == "vrvq" and r["kind"] == "cbr"]
     cbr_kbps = [r["measured_kbps"] for r in cbr]
     groups = sorted({g for _, g, _ in excerpts})
     head = f"{'codec@op':12s} {'kind':4s} {'nominal':>8s} {'kbps':>7s} {'cb/frame':>8s} {'mel':>6s} {'SI-SDR':>7s}  " + \
-        " ".join(f"{'mel ' + g[:3]:>8s}" for g in groups) + f"  {'CBR mel@kbps':>12s} {'d mel':>6s} {'d SI-SDR':>8s}"
+        " ".join(f"{'mel ' + g[:3]:>8s}" for g in groups) + f"  {'CBR mel@kbps':>12s} {'d mel':>6s} {'d SI-SDR':>8s} {'H(count)':>8s}"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -135,11 +140,20 @@ def main() -> int:
             m_cbr = interp(r["measured_kbps"], cbr_kbps, [c["mel_distance"] for c in cbr])
             s_cbr = interp(r["measured_kbps"], cbr_kbps, [c["si_sdr_db"] for c in cbr])
             r["cbr_mel_at_same_kbps"], r["cbr_si_sdr_at_same_kbps"] = m_cbr, s_cbr
-            line += f"  {m_cbr:12.3f} {r['mel_distance'] - m_cbr:+6.3f} {r['si_sdr_db'] - s_cbr:+8.2f}"
+            line += (f"  {m_cbr:12.3f} {r['mel_distance'] - m_cbr:+6.3f} {r['si_sdr_db'] - s_cbr:+8.2f} "
+                     f"{r['count_entropy_bits']:8.2f}")
         print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
+
+
+def _entropy_bits(hist: torch.Tensor) -> float:
+    """Empirical entropy (bits per frame) of the codebook counts: what entropy coding the side
+    information (sent here at a fixed ceil(log2 N_q) bits) could bring it down to."""
+    q = hist.double() / hist.sum()
+    q = q[q > 0]
+    return float(-(q * q.log2()).sum()) + 0.0  # no "-0.00" for a single count
 
 
 def _count(excerpts) -> dict[str, int]:
