@@ -116,17 +116,15 @@ class DecoderBlock(nn.Module):
 
 
 def init_conv_weights(module: nn.Module) -> None:
-    """DAC's initialisation: truncated normal (std 0.02) weights, zero biases, for every 1-D conv."""
-    if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
-        weight = module.parametrizations.weight.original1 if hasattr(module, "parametrizations") else module.weight
-        if weight.is_meta:  # shape-only models (parameter counts, shape checks) need no values
+    """Zero the biases of 1-D convs and keep PyTorch's default (Kaiming-uniform) weights.
+
+    This is the initialisation the released DAC models effectively got: their ``init_weights`` draws
+    ``trunc_normal_(std=0.02)`` into ``module.weight``, but under the old weight-norm hook that tensor
+    is recomputed from ``weight_g``/``weight_v`` at every forward pass, so only the zeroed biases
+    survive. Applying std 0.02 for real shrinks the encoder's signal path by ~20x at the 1-channel input
+    conv and more at each block; we measured it collapsing every codebook to a single code in training.
+    """
+    if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)) and module.bias is not None:
+        if module.bias.is_meta:
             return
-        nn.init.trunc_normal_(weight, std=0.02)
-        if hasattr(module, "parametrizations"):
-            # keep g = ||v|| so the initial effective weight equals v
-            with torch.no_grad():
-                g = module.parametrizations.weight.original0
-                dims = [d for d in range(weight.dim()) if d != 0]
-                g.copy_(weight.norm(dim=dims, keepdim=True))
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
+        nn.init.zeros_(module.bias)
