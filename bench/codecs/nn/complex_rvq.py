@@ -98,11 +98,20 @@ class ComplexResidualVQ(nn.Module):
 
     @torch.no_grad()
     def _init_from(self, residual: torch.Tensor, stage: int) -> None:
-        idx = torch.randint(0, residual.shape[0], (self.codebook_size,), device=residual.device)
-        noise = residual.std() * 0.01 * torch.randn(self.codebook_size, self.dim, device=residual.device)
+        """First batch: distinct batch vectors seed as many codes as there are vectors; the other
+        codes start out dead, so they restart from the (growing) reservoir of distinct residuals
+        instead of crowding around copies of the same few vectors."""
+        k, n = self.codebook_size, residual.shape[0]
+        idx = torch.randperm(n, device=residual.device)[:k]
+        if n < k:
+            idx = torch.cat([idx, torch.randint(0, n, (k - n,), device=residual.device)])
+        noise = residual.std() * 0.01 * torch.randn(k, self.dim, device=residual.device)
         self.codebooks[stage] = residual[idx] + noise
         self.ema_embed_sum[stage] = self.codebooks[stage].clone()
         self.ema_cluster_size[stage] = 1.0
+        self.last_used_step[stage] = 0
+        if n < k:
+            self.last_used_step[stage, n:] = -(self.dead_after_steps + 1)
 
     @torch.no_grad()
     def _update_reservoir(self, residuals: list[torch.Tensor]) -> None:
@@ -126,19 +135,25 @@ class ComplexResidualVQ(nn.Module):
 
     @torch.no_grad()
     def _restart_dead(self, stage: int) -> None:
-        dead = (self.step - self.last_used_step[stage]) > self.dead_after_steps
-        n_dead = int(dead.sum())
-        if n_dead == 0 or self.reservoir.numel() == 0:
+        """Re-seed codes unused for ``dead_after_steps`` steps with distinct recent residuals.
+
+        At most one code per reservoir vector per step, so restarted codes never start as copies
+        of one another (copies split one cluster and all but one die again).
+        """
+        dead_idx = ((self.step - self.last_used_step[stage]) > self.dead_after_steps).nonzero().squeeze(1)
+        if dead_idx.numel() == 0 or self.reservoir.numel() == 0:
             return
         pool = self.reservoir[stage]
-        idx = torch.randint(0, pool.shape[0], (n_dead,), device=pool.device)
-        fresh = pool[idx] + pool.std() * 0.01 * torch.randn(n_dead, self.dim, device=pool.device)
-        self.codebooks[stage][dead] = fresh
+        n = min(dead_idx.numel(), pool.shape[0])
+        codes = dead_idx[torch.randperm(dead_idx.numel(), device=pool.device)[:n]]
+        fresh = pool[torch.randperm(pool.shape[0], device=pool.device)[:n]]
+        fresh = fresh + pool.std() * 0.01 * torch.randn(n, self.dim, device=pool.device)
+        self.codebooks[stage][codes] = fresh
         mean_size = float(self.ema_cluster_size[stage].mean())
-        self.ema_cluster_size[stage][dead] = mean_size
-        self.ema_embed_sum[stage][dead] = fresh * mean_size
-        self.last_used_step[stage][dead] = self.step
-        self.restarts[stage] += n_dead
+        self.ema_cluster_size[stage][codes] = mean_size
+        self.ema_embed_sum[stage][codes] = fresh * mean_size
+        self.last_used_step[stage][codes] = self.step
+        self.restarts[stage] += n
 
     def forward(self, z: torch.Tensor, n_quantizers: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,212 @@
+"""EuleroDec (complex-valued RVQ-VAE on the STFT, arXiv 2601.17517), trained here, behind the Codec interface.
+
+* Weights: bench checkpoints (``NAME.safetensors`` + ``NAME.json``, see ``bench.train.checkpoint``).
+  Plain ``eulerodec`` loads the two shipped models, ``bench/codecs/checkpoints/eulerodec_small6``
+  (8x time compression, 46.875 frames/s) and ``eulerodec_small12`` (4x, 93.75 frames/s);
+  ``--codecs eulerodec:PATH`` loads any one checkpoint written by ``bench train eulerodec``.
+  A missing checkpoint is an error, never random weights.
+* Operating points: per model, the full 12-codebook depth named after its nominal rate (``"6k"``:
+  6.1875 kbps, ``"12k"``: 12.375 kbps) and RVQ prefixes ``"6k-n8"``, ``"6k-n4"``, ``"6k-n2"`` ...
+  (the first n codebooks only: extra points on the rate-distortion curve).
+* Nominal bitrate: frame rate x n x 11 bits (2048-entry codebooks).
+* Bitstream: the harness header, then codes ``[B, n, frames]`` at 11 bits each, MSB first, C order.
+  n comes from the operating point in the header and the frame count from the sample count
+  (frames = ceil((num_samples + 256) / samples_per_frame)).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, \
+    register_codec
+from bench.codecs.nn.bitpack import pack_codes, packed_size, unpack_codes
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+SHIPPED = ("eulerodec_small6", "eulerodec_small12")
+PREFIX_DEPTHS = (8, 4, 2)  # RVQ prefixes offered besides the full depth
+
+
+def model_label(nominal_kbps: float) -> str:
+    """Operating-point prefix of a model: its full-depth nominal rate in whole kbps ("6k", "12k")."""
+    return f"{int(nominal_kbps)}k"
+
+
+class EuleroDecCodec(Codec):
+    """One or more EuleroDec checkpoints; operating points = (model, number of codebooks)."""
+
+    name = "eulerodec"
+
+    def __init__(self, checkpoint: str | None = None):
+        super().__init__(checkpoint)
+        self._cards: dict[str, tuple[Path, dict]] | None = None
+        self.models: dict[str, torch.nn.Module] = {}
+
+    # --- checkpoints and spec ------------------------------------------------------------
+    def _paths(self) -> list[Path]:
+        from bench.train.checkpoint import CheckpointError, weights_path
+
+        if self.checkpoint:
+            return [weights_path(self.checkpoint)]
+        paths = [CHECKPOINT_DIR / f"{n}.safetensors" for n in SHIPPED]
+        found = [p for p in paths if p.exists()]
+        if not found:
+            raise CheckpointError(f"eulerodec: the shipped checkpoints are missing from this installation "
+                                  f"({', '.join(str(p) for p in paths)}). Train one with 'bench train eulerodec "
+                                  f"--config small6 ...' and pass it as --codecs eulerodec:PATH")
+        return found
+
+    @property
+    def cards(self) -> dict[str, tuple[Path, dict]]:
+        """label ("6k") -> (weights path, card); reads only the JSON cards."""
+        if self._cards is None:
+            from bench.train.checkpoint import CheckpointError, read_card
+
+            cards: dict[str, tuple[Path, dict]] = {}
+            for path in self._paths():
+                if not path.exists():
+                    raise CheckpointError(f"eulerodec: no such checkpoint: {path}")
+                card = read_card(path)
+                if card.get("model") != "eulerodec":
+                    raise CheckpointError(f"{path}: checkpoint is for model {card.get('model')!r}, not 'eulerodec'")
+                if card.get("kind") == "training-state":
+                    raise CheckpointError(f"{path}: this is a training state for --resume; use the exported "
+                                          "eulerodec_<config>.safetensors beside it")
+                label = model_label(self._config_of(card).nominal_kbps())
+                if label in cards:
+                    raise CheckpointError(f"eulerodec: two checkpoints share the rate label {label!r}")
+                cards[label] = (path, card)
+            self._cards = cards
+        return self._cards
+
+    @staticmethod
+    def _config_of(card: dict):
+        from bench.codecs.nn.eulerodec_model import EuleroDecConfig
+
+        return EuleroDecConfig.from_dict(card["config"])
+
+    def config(self, label: str):
+        return self._config_of(self.cards[label][1])
+
+    @property
+    def spec(self) -> CodecSpec:
+        ops, sizes, rates = [], [], set()
+        for label, (_, card) in self.cards.items():
+            cfg = self._config_of(card)
+            rates.add(cfg.frame_rate_hz)
+            sizes.append(cfg.codebook_size)
+            depths = [cfg.num_quantizers] + [n for n in PREFIX_DEPTHS if n < cfg.num_quantizers]
+            for n in depths:
+                name = label if n == cfg.num_quantizers else f"{label}-n{n}"
+                ops.append(OperatingPoint(name, round(cfg.nominal_kbps(n), 4),
+                                          {"model": label, "n_codebooks": n, "frame_rate_hz": cfg.frame_rate_hz}))
+        ops.sort(key=lambda p: p.nominal_kbps)
+        desc = "; ".join(f"{label}: {card.get('name', '?')}, {card.get('training', {}).get('steps', '?')} steps"
+                         for label, (_, card) in self.cards.items())
+        first = self._config_of(next(iter(self.cards.values()))[1])
+        return CodecSpec(
+            name=self.name,
+            sample_rate_hz=first.sample_rate_hz,
+            channels=1,
+            operating_points=ops,
+            family="eulerodec",
+            frame_rate_hz=rates.pop() if len(rates) == 1 else None,
+            codebook_sizes=sorted(set(sizes)),
+            licence="weights: the project's own work (see each card for its training data licences)",
+            requires=["torch", "safetensors"],
+            description=f"EuleroDec complex-valued RVQ-VAE, trained here without GANs ({desc})",
+        )
+
+    @property
+    def checkpoint_hash(self) -> str:
+        import hashlib
+
+        joined = ",".join(f"{label}={card.get('weights_sha256', 'none')}"
+                          for label, (_, card) in sorted(self.cards.items()))
+        return hashlib.sha256(joined.encode()).hexdigest()[:32]
+
+    def num_parameters(self) -> int | None:
+        nums = [card.get("num_parameters") for _, card in self.cards.values()]
+        return max(n for n in nums if n is not None) if any(n is not None for n in nums) else None
+
+    def _load(self) -> None:
+        from bench.codecs.nn.eulerodec_model import EuleroDec, load_model_state
+        from bench.train.checkpoint import CheckpointError, load_checkpoint
+
+        for label, (path, card) in self.cards.items():
+            tensors, _ = load_checkpoint(path, model="eulerodec")
+            model = EuleroDec(self._config_of(card))
+            try:
+                load_model_state(model, tensors)
+            except ValueError as exc:
+                raise CheckpointError(f"{path}: {exc}") from exc
+            self.models[label] = model.eval().to(self.device)
+
+    def load(self, device: str | torch.device = "cpu") -> "EuleroDecCodec":
+        super().load(device)
+        for model in self.models.values():
+            model.to(self.device)
+        return self
+
+    # --- coding ----------------------------------------------------------------------------
+    def _model_and_n(self, op: OperatingPoint) -> tuple[str, int]:
+        return str(op.params["model"]), int(op.params["n_codebooks"])
+
+    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        op = self.resolve_op(operating_point)
+        wav = self.check_wav(wav, 1)
+        if not self._loaded:
+            self.load(self.device)
+        label, n = self._model_and_n(op)
+        codes = self.models[label].encode(wav.to(self.device, torch.float32), n)
+        return Encoded(self.name, op.name, self.config(label).sample_rate_hz, 1, int(wav.shape[-1]),
+                       int(wav.shape[0]), codes.cpu())
+
+    def decode(self, encoded: Encoded) -> torch.Tensor:
+        if not self._loaded:
+            self.load(self.device)
+        label, _ = self._model_and_n(self.resolve_op(encoded.operating_point))
+        codes = torch.as_tensor(encoded.payload, dtype=torch.long)
+        return self.models[label].decode(codes.to(self.device), encoded.num_samples).float().cpu()
+
+    # --- bitstream -------------------------------------------------------------------------
+    def _shape(self, op: OperatingPoint, batch_size: int, num_samples: int) -> tuple[int, int, int]:
+        from bench.codecs.nn.eulerodec_model import STFTFrontend
+
+        label, n = self._model_and_n(op)
+        cfg = self.config(label)
+        fe = STFTFrontend(cfg.n_fft, cfg.hop_length, cfg.time_downsample, cfg.compress_alpha)
+        return batch_size, n, fe.padded_length(num_samples) // cfg.samples_per_frame
+
+    def pack_payload(self, encoded: Encoded) -> bytes:
+        op = self.resolve_op(encoded.operating_point)
+        codes = np.asarray(torch.as_tensor(encoded.payload).cpu().numpy(), dtype=np.int64)
+        expected = self._shape(op, encoded.batch_size, encoded.num_samples)
+        if codes.shape != expected:
+            raise ValueError(f"eulerodec codes have shape {codes.shape}, expected {expected}")
+        return pack_codes(codes, self.config(self._model_and_n(op)[0]).bits_per_code)
+
+    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> Any:
+        try:
+            op = self.resolve_op(header.operating_point)
+        except KeyError as exc:
+            raise BitstreamError(f"eulerodec bitstream names an unknown operating point "
+                                 f"{header.operating_point!r}") from exc
+        cfg = self.config(self._model_and_n(op)[0])
+        if header.num_channels != 1 or header.sample_rate_hz != cfg.sample_rate_hz:
+            raise BitstreamError(f"eulerodec bitstream for {header.num_channels} ch at {header.sample_rate_hz} Hz "
+                                 f"does not match this model (1 ch at {cfg.sample_rate_hz} Hz)")
+        shape = self._shape(op, header.batch_size, header.num_samples)
+        count = int(np.prod(shape))
+        bits = cfg.bits_per_code
+        if len(body) != packed_size(count, bits):
+            raise BitstreamError(f"eulerodec payload has {len(body)} bytes, expected {packed_size(count, bits)} "
+                                 f"for codes {shape} at {bits} bits (truncated or trailing bytes)")
+        return torch.from_numpy(unpack_codes(body, bits, count).reshape(shape))
+
+
+register_codec("eulerodec", EuleroDecCodec)

@@ -1,0 +1,175 @@
+"""EuleroDec model: STFT front end, frame rates and bitrates, shapes, learning, exact save/load."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench.codecs.nn.eulerodec_model import (CONFIGS, EuleroDec, STFTFrontend, get_config, load_model_state,
+                                             model_state_for_saving)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one thread avoids OpenMP spin-waiting on a shared, oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _speechlike(n: int, seed: int = 0) -> torch.Tensor:
+    """Harmonic tone with vibrato plus a little noise, [1, 1, n] at 24 kHz."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / 24000.0
+    f0 = 140 + 20 * torch.sin(2 * math.pi * 3 * t)
+    phase = 2 * math.pi * torch.cumsum(f0, 0) / 24000.0
+    x = sum(torch.sin(k * phase) / k for k in range(1, 8)) * 0.2 + 0.01 * torch.randn(n, generator=g)
+    return x.view(1, 1, n).float()
+
+
+@pytest.mark.parametrize("num_samples", [7680, 12345, 1000])
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_stft_then_istft_reconstructs(num_samples, alpha):
+    fe = STFTFrontend(512, 64, 8, alpha)
+    x = _speechlike(num_samples)
+    spec_c = fe.analyse(x)
+    assert spec_c.dtype == torch.complex64 and spec_c.shape[2] == 256
+    assert spec_c.shape[-1] % 8 == 0 and spec_c.shape[-1] == fe.padded_length(num_samples) // 64
+    y = fe.synthesise(spec_c, num_samples)
+    assert y.shape == x.shape
+    assert (y - x).abs().max() < 1e-3  # only the (dropped) Nyquist bin is lost
+    # without the Nyquist drop the plain STFT pair is exact to float precision
+    assert (fe.istft(fe.stft(x), num_samples) - x).abs().max() < 1e-5
+
+
+def test_frame_rates_and_bitrates():
+    for name, fps, kbps in [("small6", 46.875, 6.1875), ("6kbps", 46.875, 6.1875),
+                            ("small12", 93.75, 12.375), ("12kbps", 93.75, 12.375)]:
+        cfg = get_config(name)
+        assert cfg.frame_rate_hz == fps
+        assert cfg.nominal_kbps() == kbps
+        assert cfg.num_quantizers == 12 and cfg.codebook_size == 2048 and cfg.bits_per_code == 11
+        assert cfg.n_fft == 512 and cfg.hop_length == 64 and cfg.sample_rate_hz == 24000
+        assert cfg.nominal_kbps(4) == pytest.approx(kbps / 3)
+    assert get_config("small6").time_downsample == 8 and get_config("small12").time_downsample == 4
+
+
+def test_config_round_trip_and_errors():
+    cfg = get_config("small12")
+    assert type(cfg).from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(KeyError, match="unknown EuleroDec config"):
+        get_config("huge")
+    with pytest.raises(ValueError, match="unknown EuleroDec config keys"):
+        type(cfg).from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_paper_size_configs_build_and_small_ones_fit_10_mb():
+    for name in ("6kbps", "12kbps"):
+        model = EuleroDec(get_config(name))
+        assert 5e6 < model.num_parameters() < 5e7
+    for name in ("small6", "small12"):
+        cfg = get_config(name)
+        model = EuleroDec(cfg)
+        size_fp16 = 2 * sum(t.numel() * (2 if t.is_complex() else 1) for t in model_state_for_saving(model).values())
+        assert size_fp16 < 10e6, f"{name}: {size_fp16 / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("name", ["tiny"])
+def test_shapes_codes_and_encode_decode_match_forward(name):
+    model = EuleroDec(get_config(name))
+    x = _speechlike(5000)
+    model.train()
+    model(x)  # one step of EMA/BN statistics
+    model.eval()
+    out = model(x)
+    frames = model.latent_frames(5000)
+    assert out.wav.shape == x.shape and out.codes.shape == (1, 12, frames)
+    assert int(out.codes.min()) >= 0 and int(out.codes.max()) < model.cfg.codebook_size
+    codes = model.encode(x)
+    assert torch.equal(codes, out.codes)
+    # forward's straight-through sum and decode's plain sum differ by float rounding only
+    assert (model.decode(codes, 5000) - out.wav).abs().max() <= 1e-4 * out.wav.abs().max()
+    assert model.encode(x, 3).shape == (1, 3, frames)
+    with pytest.raises(ValueError, match="code frames"):
+        model.decode(codes[..., :-1], 5000)
+    with pytest.raises(RuntimeError, match="eval"):
+        model.train().encode(x)
+    with pytest.raises(ValueError, match="mono"):
+        model(torch.zeros(1, 2, 5000))
+
+
+def test_tiny_model_loss_falls():
+    from bench.train.eulerodec import EuleroDecTrainer
+
+    torch.manual_seed(0)
+    model = EuleroDec(get_config("tiny"))
+    trainer = EuleroDecTrainer(model, lr=3e-3)
+    x = torch.cat([_speechlike(4800, 0), _speechlike(4800, 1) * 0.5])
+    losses = [trainer.step(x)["loss/total"] for _ in range(30)]
+    assert all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.8 * first, losses
+
+
+def test_save_load_is_exact(tmp_path):
+    from bench.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model = EuleroDec(get_config("tiny"))
+    x = _speechlike(4000)
+    model.train()
+    for _ in range(2):
+        model(x)
+    model.eval()
+    ref = model(x)
+    path = save_checkpoint(tmp_path / "m.safetensors", model_state_for_saving(model),
+                           {"model": "eulerodec", "config": model.cfg.to_dict()})
+    tensors, card = load_checkpoint(path, model="eulerodec")
+    assert any(k.endswith(".__complex__") for k in tensors)
+    again = EuleroDec(type(model.cfg).from_dict(card["config"])).eval()
+    load_model_state(again, tensors)
+    out = again(x)
+    assert torch.equal(out.codes, ref.codes) and torch.equal(out.wav, ref.wav)
+    # half precision: still loads, codes may differ slightly but the audio stays close
+    half = save_checkpoint(tmp_path / "h.safetensors", model_state_for_saving(model),
+                           {"model": "eulerodec", "config": model.cfg.to_dict()}, half=True)
+    third = EuleroDec(model.cfg).eval()
+    load_model_state(third, load_checkpoint(half)[0])
+    assert (third(x).wav - ref.wav).abs().max() < 0.1 * ref.wav.abs().max() + 1e-3
+    with pytest.raises(ValueError, match="has shape"):
+        load_model_state(EuleroDec(get_config("small6")), tensors)
+    with pytest.raises(ValueError, match="does not match"):
+        load_model_state(again, {k: v for k, v in tensors.items() if "decoder" not in k})
+
+
+def test_training_state_with_complex_parameters_resumes(tmp_path):
+    from bench.train.eulerodec import EuleroDecTrainer
+    from bench.train.loop import load_training_state, save_training_state
+
+    model = EuleroDec(get_config("tiny"))
+    trainer = EuleroDecTrainer(model)
+    x = _speechlike(4800)
+    trainer.step(x)
+    save_training_state(tmp_path, 1, 1.0, model="eulerodec", config=model.cfg.to_dict(), modules={"model": model},
+                        optimizers={"model": trainer.opt}, schedulers={"model": trainer.sched})
+    model2 = EuleroDec(get_config("tiny"))
+    trainer2 = EuleroDecTrainer(model2)
+    step, _, _ = load_training_state(tmp_path, model="eulerodec", modules={"model": model2},
+                                     optimizers={"model": trainer2.opt}, schedulers={"model": trainer2.sched})
+    assert step == 1
+    for (n, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(a, b), n
+    # the next step after resuming matches the next step without interruption (same batch, same RNG)
+    torch.manual_seed(5)
+    v1 = trainer.step(x)["loss/total"]
+    torch.manual_seed(5)
+    v2 = trainer2.step(x)["loss/total"]
+    assert v1 == pytest.approx(v2, rel=1e-5)
+
+
+def test_all_named_configs_are_consistent():
+    for name, cfg in CONFIGS.items():
+        assert cfg.name == name
+        assert cfg.latent_freq_bins * cfg.freq_downsample == 256
