@@ -36,8 +36,8 @@ from bench.train.dac import RECIPES as DAC_RECIPES
 from bench.train.dac import DACTrainer
 from bench.train.data import ExcerptSampler, describe_data, scan, split_holdout, validation_clips
 from bench.train.discriminators import Discriminator, DiscriminatorConfig
-from bench.train.loop import (CsvLog, device_description, git_commit, load_training_state, save_training_state,
-                              setup_distributed, train_loop, unwrap, wrap_ddp)
+from bench.train.loop import (CsvLog, device_description, git_commit, load_training_state, make_optimizer,
+                              make_scheduler, save_training_state, setup_distributed, train_loop, unwrap, wrap_ddp)
 from bench.train.losses import LossWeights
 
 MODEL = "vrvq"
@@ -80,6 +80,8 @@ def add_model_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--adv-start-step", type=int, default=0,
                    help="train without the discriminator (mel + VQ + rate terms only) up to this step; 0 = the "
                         "DAC recipe (adversarial from the start)")
+    p.add_argument("--importance-lr", type=float, default=None,
+                   help="learning rate of the importance net (default: --lr, as in the paper)")
     p.add_argument("--rate-weight", type=float, default=2.0, help="lambda of the rate term lambda x mean(p)")
     p.add_argument("--surrogate", choices=("logcosh", "saturated"), default="logcosh",
                    help="gradient surrogate of the mask: the paper's log-cosh, or the baseline saturated identity")
@@ -94,9 +96,16 @@ class VRVQTrainer(DACTrainer):
     (no ``n_codebooks``) and the rate term joins the generator loss."""
 
     def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, *, sample_rate_hz: int,
-                 lr: float = 1e-4, rate_weight: float = 2.0):
+                 lr: float = 1e-4, rate_weight: float = 2.0, importance_lr: float | None = None):
         super().__init__(generator, discriminator, sample_rate_hz=sample_rate_hz, n_codebooks=None, lr=lr,
                          weights=VRVQLossWeights(rate=rate_weight))
+        if importance_lr is not None and importance_lr != lr:
+            # one optimiser, two parameter groups: the importance net at its own learning rate
+            imp = list(unwrap(generator).importance.parameters())
+            ids = {id(q) for q in imp}
+            rest = [q for q in generator.parameters() if id(q) not in ids]
+            self.opt_g = make_optimizer([{"params": rest}, {"params": imp, "lr": importance_lr}], lr=lr)
+            self.sched_g = make_scheduler(self.opt_g)
         self._stats: dict[str, float] = {}
 
     def generator_terms(self, real: torch.Tensor, out) -> dict[str, torch.Tensor]:
@@ -172,7 +181,7 @@ def warm_start(generator: VRVQ, discriminator: torch.nn.Module, path: str) -> di
 def export_card(config_name: str, config: VRVQConfig, *, step: int, wall_s: float, device: str, data: dict,
                 holdout: list[dict], validation: dict, batch_size: int, excerpt_s: float, rate_weight: float,
                 init: dict | None, num_parameters: int, lr: float, adv_start_step: int,
-                discriminator: dict) -> dict:
+                discriminator: dict, importance_lr: float | None = None) -> dict:
     bb = config.backbone
     return {
         "model": MODEL,
@@ -186,7 +195,8 @@ def export_card(config_name: str, config: VRVQConfig, *, step: int, wall_s: floa
         "num_parameters": num_parameters,
         "training": {
             "steps": step, "wall_time_s": round(wall_s, 1), "device": device, "batch_size": batch_size,
-            "excerpt_s": excerpt_s, "lr": lr, "adversarial_from_step": adv_start_step,
+            "excerpt_s": excerpt_s, "lr": lr, "importance_lr": importance_lr or lr,
+            "adversarial_from_step": adv_start_step,
             "adversarial_steps": max(0, step - adv_start_step), "discriminator": discriminator,
             "recipe": ("VRVQ (Chae et al. 2025) on DAC: level ~ U[{:g}, {:g}] per item, {:g}% of each batch with "
                        "all codebooks, quantizer dropout 0, rate loss {:g} x mean(p) on importance-mapped items, "
@@ -239,7 +249,8 @@ def train(args: argparse.Namespace) -> int:
     generator = VRVQ(config).to(dist.device)
     discriminator = Discriminator(recipe.discriminator).to(dist.device)
     init_note = None
-    trainer = VRVQTrainer(generator, discriminator, sample_rate_hz=sr, lr=args.lr, rate_weight=args.rate_weight)
+    trainer = VRVQTrainer(generator, discriminator, sample_rate_hz=sr, lr=args.lr, rate_weight=args.rate_weight,
+                          importance_lr=args.importance_lr)
     start_step, start_wall = 0, 0.0
     if args.resume:
         start_step, start_wall, state_card = load_training_state(
@@ -295,7 +306,8 @@ def train(args: argparse.Namespace) -> int:
                            holdout=holdout, validation=validation, batch_size=batch_size * dist.world_size,
                            excerpt_s=excerpt_s, rate_weight=args.rate_weight, init=init_note,
                            num_parameters=count_parameters(generator), lr=args.lr,
-                           adv_start_step=args.adv_start_step, discriminator=recipe.discriminator.to_dict())
+                           adv_start_step=args.adv_start_step, discriminator=recipe.discriminator.to_dict(),
+                           importance_lr=args.importance_lr)
         save_checkpoint(out_dir / f"vrvq_{args.config}.safetensors", module_tensors("generator", generator), card,
                         half=args.half)
 
