@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,11 @@ from bench.metrics.base import compute, get_metric
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LIBRIVOX = SHARED / "audio" / "fixtures" / "speech-librivox-with-transcripts"
 
-pytestmark = pytest.mark.skipif(not LIBRIVOX.is_dir(), reason=f"{LIBRIVOX} not present")
+pytestmark = [
+    pytest.mark.skipif(not LIBRIVOX.is_dir(), reason=f"{LIBRIVOX} not present"),
+    pytest.mark.skipif(find_spec("speechmos") is None or find_spec("onnxruntime") is None,
+                       reason="the [dnsmos] extra (speechmos, onnxruntime) is not installed"),
+]
 
 
 def speech(name: str = "sense_and_sensibility_01_austen_64kb-0870.wav") -> np.ndarray:

@@ -8,6 +8,7 @@ pair); the longer ones are marked slow (still run in CI).
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ CONF = "conformance_testdata_subset"
 FIVE_S = "short_duration/5_second/guitar48_stereo_5_sec.flac"
 
 pytestmark = pytest.mark.skipif(not TESTDATA.is_dir(), reason=f"{TESTDATA} not present")
+needs_lattice = pytest.mark.skipif(find_spec("ai_edge_litert") is None,
+                                   reason="the lattice mapper needs visqol-python[lattice] (ai-edge-litert)")
 
 _CACHE: dict[str, np.ndarray] = {}
 
@@ -83,6 +86,7 @@ def test_audio_mode_conformance(ref, deg, expected, tol):
     assert v.value == pytest.approx(expected, abs=tol)
 
 
+@needs_lattice
 @pytest.mark.parametrize("ref, deg, expected", SPEECH_CASES)
 def test_speech_mode_lattice_conformance(ref, deg, expected):
     from bench.metrics.visqol import visqol_pair
@@ -102,6 +106,7 @@ def test_speech_mode_exponential_mapper():
     assert v.value == pytest.approx(3.374505555111911, abs=1e-2)  # conformance.h L42
 
 
+@needs_lattice
 def test_registered_metric_speech_item_runs_at_16k_and_order_matters():
     """Through the registry: 48 kHz in, speech item -> resampled to 16 kHz, lattice; target is the reference."""
     spec = get_metric("visqol")
@@ -118,6 +123,7 @@ def test_registered_metric_speech_item_runs_at_16k_and_order_matters():
     assert abs(swapped.value - v.value) > 1e-3
 
 
+@needs_lattice
 def test_mode_follows_item_domain_and_option():
     from bench.metrics.visqol import visqol
 
@@ -136,6 +142,7 @@ def _with_noise(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     return x + noise
 
 
+@needs_lattice
 @pytest.mark.parametrize("mode, rel, seconds", [("audio", FIVE_S, 3), ("speech", "clean_speech/CA01_01.flac", None)])
 def test_identity_best_and_noise_monotonic(mode, rel, seconds):
     from bench.metrics.visqol import visqol_pair
@@ -147,6 +154,7 @@ def test_identity_best_and_noise_monotonic(mode, rel, seconds):
     assert all(a > b for a, b in zip(scores, scores[1:])), scores
 
 
+@needs_lattice
 def test_unscorable_items_are_nan_with_reason():
     from bench.metrics.visqol import visqol_pair
 
