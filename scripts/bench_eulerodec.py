@@ -2,6 +2,13 @@
 
     python scripts/bench_eulerodec.py                          # all configs, CPU, 1 thread
     python scripts/bench_eulerodec.py --configs small6 small12 --device cuda --threads 4
+    python scripts/bench_eulerodec.py --usage bench/codecs/checkpoints/eulerodec_small6.safetensors \
+        --usage-data train-out/eulerodec-small6/holdout.json --usage-seconds 120
+
+``--usage`` encodes audio with a trained checkpoint and prints, per RVQ stage, the perplexity and the
+share of codes used (with the perplexity a uniform code distribution would show on as many frames,
+since a short sample cannot show all 2048 codes). ``--usage-data`` is a folder of audio or a training
+run's ``holdout.json`` (its held-out files).
 
 Real-time factor (RTF) = processing time / audio duration (below 1 is faster than real time).
 Weights are random: speed does not depend on them. The training step is the full EuleroDec step
@@ -38,6 +45,48 @@ def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
     return (time.perf_counter() - t) / repeats, (time.process_time() - c) / repeats
 
 
+def codebook_usage(checkpoint: str, data: str, seconds: float, threads: int) -> None:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from bench.audio import load_audio, resample, to_channels
+    from bench.codecs.eulerodec import EuleroDecCodec
+
+    codec = EuleroDecCodec(checkpoint).load("cpu")
+    (label, model), = codec.models.items()
+    cfg = model.cfg
+    if data.endswith(".json"):
+        files = [e["path"] for e in json.loads(Path(data).read_text())["held_out_files"]]
+    else:
+        files = sorted(str(p) for p in Path(data).rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg"})
+    counts = np.zeros((cfg.num_quantizers, cfg.codebook_size))
+    total_s = 0.0
+    for path in files:
+        if total_s >= seconds:
+            break
+        audio = load_audio(path)
+        x = resample(to_channels(audio.samples, 1, "mono"), audio.sample_rate_hz, cfg.sample_rate_hz)
+        codes = model.encode(torch.from_numpy(x).float()[None])[0].numpy()  # [n, frames]
+        for stage in range(cfg.num_quantizers):
+            counts[stage] += np.bincount(codes[stage], minlength=cfg.codebook_size)
+        total_s += x.shape[-1] / cfg.sample_rate_hz
+    frames = int(counts[0].sum())
+    rng = np.random.default_rng(0)
+    uni = np.bincount(rng.integers(0, cfg.codebook_size, frames), minlength=cfg.codebook_size) / max(frames, 1)
+    uni = uni[uni > 0]
+    ceiling = float(np.exp(-(uni * np.log(uni)).sum()))
+    print(f"{checkpoint} ({label}): {total_s:.1f} s of audio, {frames} frames; a uniform code distribution "
+          f"would measure perplexity {ceiling:.0f} on {frames} frames")
+    for stage in range(cfg.num_quantizers):
+        p = counts[stage] / max(frames, 1)
+        nz = p[p > 0]
+        ppl = float(np.exp(-(nz * np.log(nz)).sum()))
+        print(f"  stage {stage + 1:2d}: perplexity {ppl:7.1f}, codes used {int((counts[stage] > 0).sum()):5d} "
+              f"/ {cfg.codebook_size}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS))
@@ -46,8 +95,16 @@ def main() -> None:
     p.add_argument("--duration-s", type=float, default=5.0, help="audio length for the RTF measurement")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=3, help="timed training steps per config (0: skip)")
+    p.add_argument("--usage", metavar="CHECKPOINT", help="print codebook usage of a trained checkpoint and exit")
+    p.add_argument("--usage-data", metavar="DIR_OR_HOLDOUT_JSON")
+    p.add_argument("--usage-seconds", type=float, default=120.0)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.usage:
+        if not args.usage_data:
+            p.error("--usage needs --usage-data")
+        codebook_usage(args.usage, args.usage_data, args.usage_seconds, args.threads)
+        return
     device = torch.device(args.device)
     print(f"device {device}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores, torch {torch.__version__}")
