@@ -187,6 +187,19 @@ def evaluate(generator: torch.nn.Module, clips: torch.Tensor, sample_rate_hz: in
     return out
 
 
+def recipe_text(lr: float, adv_start_step: int, step: int) -> str:
+    """What the run actually did, in words, for the card (deviations from DAC's recipe named)."""
+    text = (f"DAC (Kumar et al. 2023): AdamW lr {lr:g} (DAC: 1e-4), betas (0.8, 0.99), ExponentialLR 0.999996, "
+            "15 mel + 1 codebook + 0.25 commitment")
+    if adv_start_step >= step:
+        return text + (f"; discriminator-free warm-up for all {step} steps (adversarial terms from step "
+                       f"{adv_start_step}, not reached), so no GAN training yet")
+    adv = "2 feature + 1 adversarial (LSGAN), MPD(2,3,5,7,11) + multi-band complex STFT discriminator"
+    if adv_start_step:
+        return text + f" + {adv} from step {adv_start_step + 1} (discriminator-free warm-up before)"
+    return text + f" + {adv} from the start"
+
+
 def export_card(recipe_name: str, config: DACConfig, *, step: int, wall_s: float, device: str, data: dict,
                 holdout: list[dict], validation: dict, batch_size: int, excerpt_s: float,
                 discriminator: dict | None = None, lr: float = 1e-4, adv_start_step: int = 0,
@@ -206,9 +219,7 @@ def export_card(recipe_name: str, config: DACConfig, *, step: int, wall_s: float
             "excerpt_s": excerpt_s, "discriminator": discriminator, "lr": lr,
             "adversarial_from_step": adv_start_step,
             "adversarial_steps": max(0, step - adv_start_step),
-            "recipe": "DAC (Kumar et al. 2023): AdamW 1e-4 (0.8, 0.99), ExponentialLR 0.999996, "
-                      "15 mel + 2 feature + 1 adversarial (LSGAN) + 1 codebook + 0.25 commitment, "
-                      "MPD(2,3,5,7,11) + multi-band complex STFT discriminator, quantizer dropout",
+            "recipe": recipe_text(lr, adv_start_step, step),
             "data": data, "holdout": holdout, "git_commit": git_commit(), "torch": torch.__version__,
         },
         "validation": validation,
