@@ -8,7 +8,9 @@ Alignment policy (``align=``):
   * ``"xcorr"`` (default): estimate one constant lag between reference and reconstruction by
     FFT cross-correlation within +-``max_lag_s``, shift the reconstruction by it, trim both, and
     record the lag (``extra["lag_samples"]``). Codecs in this harness are sample aligned, so the
-    lag is normally 0; the policy protects scores of externally produced files.
+    lag is normally 0; the policy protects scores of externally produced files. A lag is applied
+    only where the normalised cross-correlation peak reaches ``MIN_ALIGN_CORRELATION`` (0.3):
+    below that the waveforms do not follow each other and any "delay" would be noise.
   * ``"report"``: estimate and record the lag but do not apply it.
   * ``"none"``: neither estimate nor apply.
 Only intrusive metrics (``needs_reference``) are aligned.
@@ -27,6 +29,7 @@ from bench.metrics.base import MetricSpec, MetricValue, compute, failed
 
 ALIGN_POLICIES = ("xcorr", "report", "none")
 DEFAULT_MAX_LAG_S = 0.25
+MIN_ALIGN_CORRELATION = 0.3  # normalised cross-correlation a delay estimate needs to be applied
 
 
 @dataclass
@@ -60,8 +63,11 @@ def estimate_lag(ref: np.ndarray, deg: np.ndarray, max_lag: int) -> int:
     lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
     vals = np.concatenate([xc[: max_lag + 1], xc[size - max_lag :]])
     best = int(lags[int(np.argmax(vals))])
-    # prefer zero lag unless the peak is clearly better (avoids spurious shifts on noise-like audio)
-    if vals[0] >= 0.98 * vals.max():
+    peak_corr = float(vals.max()) / float(np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    # Keep zero lag unless the peak is clearly better than it, and only trust a peak that is a real
+    # correlation: a reconstruction that does not follow the waveform (an early neural codec, heavy
+    # noise) has a random argmax, and shifting by it would only add an arbitrary error.
+    if vals[0] >= 0.98 * vals.max() or peak_corr < MIN_ALIGN_CORRELATION:
         return 0
     return best
 
