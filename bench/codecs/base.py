@@ -53,6 +53,9 @@ class CodecSpec:
     licence: str = ""
     requires: list[str] = field(default_factory=list)
     description: str = ""
+    #: names of the operating points that ``--codecs all`` and a bare codec name select (a
+    #: representative R-D sweep); ``NAME@*`` selects every point. None = every point.
+    sweep: list[str] | None = None
 
     def op(self, name: str) -> OperatingPoint:
         for point in self.operating_points:
@@ -204,6 +207,20 @@ class Codec(ABC):
                        header.num_channels, header.num_samples, header.batch_size, payload)
 
     # --- helpers ------------------------------------------------------------------------
+    def memoized(self, tag: str, wav: torch.Tensor, compute: Callable[[], Any]) -> Any:
+        """Reuse the last result of ``compute`` for the same input audio and ``tag``.
+
+        The runner codes one item at every operating point in a row; an RVQ codec encodes at full
+        depth once and slices the first n codebooks for each point (identical codes, since a
+        residual stage never depends on the stages after it).
+        """
+        key = (tag, tuple(wav.shape), hashlib.sha1(wav.detach().float().cpu().numpy().tobytes()).hexdigest())
+        memo = getattr(self, "_memo", None)
+        if memo is None or memo[0] != key:
+            memo = (key, compute())
+            self._memo = memo
+        return memo[1]
+
     def resolve_op(self, operating_point: OperatingPoint | str) -> OperatingPoint:
         if isinstance(operating_point, OperatingPoint):
             return operating_point
@@ -268,7 +285,8 @@ def _split_token(token: str) -> tuple[str, str | None, str | None]:
 def _match_ops(codec: Codec, op_pattern: str | None) -> list[OperatingPoint]:
     ops = codec.spec.operating_points
     if op_pattern is None:
-        return list(ops)
+        sweep = codec.spec.sweep
+        return [p for p in ops if p.name in sweep] if sweep else list(ops)
     pattern = op_pattern.removesuffix("kbps")
     chosen = [p for p in ops if fnmatch.fnmatchcase(p.name, pattern)]
     if not chosen:

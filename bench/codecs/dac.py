@@ -95,6 +95,7 @@ class DACCodec(Codec):
             requires=["torch", "safetensors"],
             description=(f"Improved RVQGAN ({card.get('name', 'dac')}), trained here: "
                          f"{training.get('steps', '?')} steps on {training.get('device', '?')}"),
+            sweep=_sweep([p.name for p in ops]),
         )
 
     @property
@@ -130,7 +131,9 @@ class DACCodec(Codec):
         wav = self.check_wav(wav, 1)
         if not self._loaded:
             self.load(self.device)
-        codes = self.model.encode(wav.to(self.device, torch.float32), self._n_codebooks(op))
+        full = self.memoized("full", wav, lambda: self.model.encode(wav.to(self.device, torch.float32),
+                                                                    self.config.n_codebooks))
+        codes = full[:, : self._n_codebooks(op)]
         return Encoded(self.name, op.name, self.config.sample_rate_hz, 1, int(wav.shape[-1]), int(wav.shape[0]),
                        codes.cpu())
 
@@ -171,3 +174,10 @@ class DACCodec(Codec):
 
 
 register_codec("dac", DACCodec)
+
+
+def _sweep(names: list[str]) -> list[str]:
+    """Default R-D sweep: 1, 2, 4, ... codebooks and the full depth (``dac@*`` gives every count)."""
+    n = len(names)
+    counts = sorted({c for c in (1 << k for k in range(n.bit_length())) if c <= n} | {n})
+    return [names[c - 1] for c in counts]

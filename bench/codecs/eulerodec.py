@@ -119,6 +119,8 @@ class EuleroDecCodec(Codec):
             licence="weights: the project's own work (see each card for its training data licences)",
             requires=["torch", "safetensors"],
             description=f"EuleroDec complex-valued RVQ-VAE, trained here without GANs ({desc})",
+            # default sweep: each model at full depth plus one 4-codebook prefix; eulerodec@* for all
+            sweep=[p.name for p in ops if "-" not in p.name or p.name.endswith("-n4")],
         )
 
     @property
@@ -162,7 +164,9 @@ class EuleroDecCodec(Codec):
         if not self._loaded:
             self.load(self.device)
         label, n = self._model_and_n(op)
-        codes = self.models[label].encode(wav.to(self.device, torch.float32), n)
+        model = self.models[label]
+        full = self.memoized(label, wav, lambda: model.encode(wav.to(self.device, torch.float32), None))
+        codes = full[:, :n]
         return Encoded(self.name, op.name, self.config(label).sample_rate_hz, 1, int(wav.shape[-1]),
                        int(wav.shape[0]), codes.cpu())
 
