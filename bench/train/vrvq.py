@@ -200,11 +200,11 @@ def export_card(config_name: str, config: VRVQConfig, *, step: int, wall_s: floa
             "adversarial_steps": max(0, step - adv_start_step), "discriminator": discriminator,
             "recipe": ("VRVQ (Chae et al. 2025) on DAC: level ~ U[{:g}, {:g}] per item, {:g}% of each batch with "
                        "all codebooks, quantizer dropout 0, rate loss {:g} x mean(p) on importance-mapped items, "
-                       "{} surrogate (alpha {:g}); otherwise DAC: AdamW 1e-4 (0.8, 0.99), ExponentialLR 0.999996, "
-                       "15 mel + 2 feature + 1 adversarial (LSGAN) + 1 codebook + 0.25 commitment, MPD + "
-                       "multi-band complex STFT discriminator").format(
+                       "{} surrogate (alpha {:g}); otherwise DAC: AdamW lr {:g} (importance net {:g}), betas "
+                       "(0.8, 0.99), ExponentialLR 0.999996, 15 mel + 1 codebook + 0.25 commitment, plus 2 feature "
+                       "+ 1 adversarial (LSGAN; MPD + multi-band complex STFT discriminator) from step {}").format(
                 config.level_min, config.level_max, 100 * config.full_codebook_rate, rate_weight,
-                config.surrogate, config.alpha),
+                config.surrogate, config.alpha, lr, importance_lr or lr, adv_start_step + 1),
             "warm_start": init,
             "data": data, "holdout": holdout, "git_commit": git_commit(), "torch": torch.__version__,
         },
