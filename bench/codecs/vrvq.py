@@ -163,6 +163,8 @@ class VRVQCodec(Codec):
             description=(f"VRVQ ({card.get('name', 'vrvq')}): variable-bitrate RVQ on DAC, trained here: "
                          f"{training.get('steps', '?')} steps on {training.get('device', '?')}; VBR nominal kbps = "
                          "mean on held-out validation clips"),
+            # default sweep for 'all' / a bare name: three VBR levels and three CBR depths; vrvq@* for all
+            sweep=[p.name for p in ops if p.name in {"L0.5", "L2", "L6", "n1", "n2", f"n{bb.n_codebooks}"}],
         )
 
     @property
