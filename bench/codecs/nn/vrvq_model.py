@@ -32,11 +32,13 @@ What VRVQ adds to DAC (everything else is :class:`bench.codecs.nn.dac_model.DAC`
 
 Where this differs from the reference code, and why:
 
-* the importance net's convolutions start variance-preserving (std 1/sqrt(fan_in)) instead of DAC's
-  std 0.02, which only preserves scale at the paper's ~1000-channel width (see ``ImportanceNet``);
+* the importance net's convolutions start variance-preserving (std 1/sqrt(fan_in)) instead of the
+  reference's std 0.02, which only preserves scale at the paper's ~1000-channel width (see
+  ``ImportanceNet``);
 * for the narrow ``small``/``tiny`` backbones only, the importance net's input is divided by one
-  running RMS scalar (``importance_input_norm``), because their DAC-initialised encoder activation
-  starts ~1e-5 in RMS; the published-width configs keep the paper's unnormalised input;
+  running RMS scalar (``importance_input_norm``), because their encoder activation is small (RMS
+  ~0.01 at init with the backbone's current init, ~3e-5 with DAC's std-0.02 init), where Snake is
+  nearly the identity; the published-width configs keep the paper's unnormalised input;
 * the log-cosh surrogate's slope is computed in an exact product form (the reference code's
   autograd of the same expression cancels to zero a few steps from each threshold).
 """
@@ -249,9 +251,10 @@ class ImportanceNet(nn.Module):
 
     ``input_norm=True`` first divides the activation by one scalar, its RMS (the batch's in training,
     a running average at inference, like a one-number batch norm without centring). This is our
-    addition for narrow backbones: with DAC's std-0.02 init the encoder body activation of the
-    ``small``/``tiny`` configs starts at an RMS of ~3e-5, where Snake is the identity and the sigmoid
-    sees only the biases, so the map cannot depend on the audio for the first thousands of steps.
+    addition for narrow backbones: the encoder body activation of the ``small``/``tiny`` configs
+    starts small (RMS ~0.01 with PyTorch's default conv init, ~3e-5 with a std-0.02 init), where
+    Snake is nearly the identity and the sigmoid mostly sees its biases, so the map can hardly
+    depend on the audio early in training.
     One global scalar keeps the contrast between frames (silence stays quieter than speech); the
     decoder never needs ``p`` (the counts are in the bitstream), so it only steers the encoder.
     """
@@ -273,9 +276,9 @@ class ImportanceNet(nn.Module):
     def reset_parameters(self) -> None:
         """Variance-preserving init (std 1/sqrt(fan_in)), zero biases.
 
-        DAC's std-0.02 init keeps the signal's scale only for ~1000-wide layers (0.02 sqrt(3 x 1024)
-        ~ 1.1); through this net's narrowing layers at the ``small`` width it shrinks the output and
-        its gradient to ~1e-10, below Adam's epsilon, and the importance map would never train.
+        The reference's std-0.02 init keeps the signal's scale only for ~1000-wide layers
+        (0.02 sqrt(3 x 1024) ~ 1.1); through this net's narrowing layers at the ``small`` width it
+        shrank the output and its gradient to ~1e-10, below Adam's epsilon.
         """
         for block in self.blocks:
             conv = block[1]
