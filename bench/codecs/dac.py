@@ -50,22 +50,9 @@ class DACCodec(Codec):
     @property
     def card(self) -> dict:
         if self._card is None:
-            from bench.train.checkpoint import CheckpointError, read_card
+            from bench.train.checkpoint import codec_card
 
-            path = self.checkpoint_path
-            given = Path(self.checkpoint) if self.checkpoint else None
-            if not path.exists() and not (given is not None and given.is_file()):
-                hint = ("the shipped DAC checkpoint is missing from this installation"
-                        if not self.checkpoint else "no such checkpoint")
-                raise CheckpointError(f"dac: {hint}: {path}. Train one with 'bench train dac --config small ...' "
-                                      "and pass it as --codecs dac:PATH")
-            card = read_card(self.checkpoint or path)
-            if card.get("model") != "dac":
-                raise CheckpointError(f"{path}: checkpoint is for model {card.get('model')!r}, not 'dac'")
-            if card.get("kind") == "training-state":
-                raise CheckpointError(f"{path}: this is a training state for --resume; use the exported "
-                                      f"dac_<config>.safetensors beside it")
-            self._card = card
+            self._card = codec_card("dac", self.checkpoint, DEFAULT_CHECKPOINT)
         return self._card
 
     @property

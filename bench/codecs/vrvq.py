@@ -96,22 +96,9 @@ class VRVQCodec(Codec):
     @property
     def card(self) -> dict:
         if self._card is None:
-            from bench.train.checkpoint import CheckpointError, read_card
+            from bench.train.checkpoint import codec_card
 
-            path = self.checkpoint_path
-            given = Path(self.checkpoint) if self.checkpoint else None
-            if not path.exists() and not (given is not None and given.is_file()):
-                hint = ("the shipped VRVQ checkpoint is missing from this installation"
-                        if not self.checkpoint else "no such checkpoint")
-                raise CheckpointError(f"vrvq: {hint}: {path}. Train one with 'bench train vrvq --config small ...' "
-                                      "and pass it as --codecs vrvq:PATH")
-            card = read_card(self.checkpoint or path)
-            if card.get("model") != "vrvq":
-                raise CheckpointError(f"{path}: checkpoint is for model {card.get('model')!r}, not 'vrvq'")
-            if card.get("kind") == "training-state":
-                raise CheckpointError(f"{path}: this is a training state for --resume; use the exported "
-                                      f"vrvq_<config>.safetensors beside it")
-            self._card = card
+            self._card = codec_card("vrvq", self.checkpoint, DEFAULT_CHECKPOINT)
         return self._card
 
     @property

@@ -121,6 +121,28 @@ def read_card(path: str | Path) -> dict[str, Any]:
     return card
 
 
+def codec_card(model: str, checkpoint: str | None, default_path: Path, config_hint: str = "small") -> dict[str, Any]:
+    """The card of the checkpoint a codec adapter should load, checked for the right model.
+
+    ``checkpoint`` is what the user passed (``--codecs MODEL:PATH``) or None for the shipped
+    ``default_path``. Errors name the file and how to get a usable one.
+    """
+    path = weights_path(checkpoint) if checkpoint else default_path
+    given = Path(checkpoint) if checkpoint else None
+    if not path.exists() and not (given is not None and given.is_file()):
+        hint = (f"the shipped {model.upper() if model != 'eulerodec' else 'EuleroDec'} checkpoint is missing from "
+                "this installation" if not checkpoint else "no such checkpoint")
+        raise CheckpointError(f"{model}: {hint}: {path}. Train one with 'bench train {model} --config {config_hint} "
+                              f"...' and pass it as --codecs {model}:PATH")
+    card = read_card(checkpoint or path)
+    if card.get("model") != model:
+        raise CheckpointError(f"{path}: checkpoint is for model {card.get('model')!r}, not {model!r}")
+    if card.get("kind") == "training-state":
+        raise CheckpointError(f"{path}: this is a training state for --resume; use the exported "
+                              f"{model}_<config>.safetensors beside it")
+    return card
+
+
 def load_checkpoint(path: str | Path, *, model: str | None = None, verify_hash: bool = True
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read (tensors as float32, card). Refuses pickles, missing cards, wrong model family, bad hashes."""
