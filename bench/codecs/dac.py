@@ -21,47 +21,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, \
+from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, \
     register_codec
+from bench.codecs._checkpointed import CheckpointCodec
 from bench.codecs.nn.bitpack import pack_codes, packed_size, unpack_codes
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "dac_small.safetensors"
 
 
-class DACCodec(Codec):
+class DACCodec(CheckpointCodec):
     """DAC from a bench checkpoint; operating points = number of codebooks."""
 
     name = "dac"
 
-    def __init__(self, checkpoint: str | None = None):
-        super().__init__(checkpoint)
-        self._card: dict | None = None
-        self._config = None
-        self.model = None
-
-    # --- checkpoint and spec -------------------------------------------------------------
     @property
-    def checkpoint_path(self) -> Path:
-        from bench.train.checkpoint import weights_path
+    def default_checkpoint(self) -> Path:
+        return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
 
-        return weights_path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
+    def config_from_dict(self, config: dict):
+        from bench.codecs.nn.dac_model import DACConfig
 
-    @property
-    def card(self) -> dict:
-        if self._card is None:
-            from bench.train.checkpoint import codec_card
-
-            self._card = codec_card("dac", self.checkpoint, DEFAULT_CHECKPOINT)
-        return self._card
-
-    @property
-    def config(self):
-        if self._config is None:
-            from bench.codecs.nn.dac_model import DACConfig
-
-            self._config = DACConfig.from_dict(self.card["config"])
-        return self._config
+        return DACConfig.from_dict(config)
 
     @property
     def spec(self) -> CodecSpec:

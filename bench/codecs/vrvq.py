@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, \
+from bench.codecs._checkpointed import CheckpointCodec
+from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, \
     register_codec
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -75,39 +76,19 @@ def level_name(level: float) -> str:
     return f"L{level:g}"
 
 
-class VRVQCodec(Codec):
+class VRVQCodec(CheckpointCodec):
     """VRVQ from a bench checkpoint; VBR levels and CBR codebook counts as operating points."""
 
     name = "vrvq"
 
-    def __init__(self, checkpoint: str | None = None):
-        super().__init__(checkpoint)
-        self._card: dict | None = None
-        self._config = None
-        self.model = None
-
-    # --- checkpoint and spec -------------------------------------------------------------------------
     @property
-    def checkpoint_path(self) -> Path:
-        from bench.train.checkpoint import weights_path
+    def default_checkpoint(self) -> Path:
+        return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
 
-        return weights_path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
+    def config_from_dict(self, config: dict):
+        from bench.codecs.nn.vrvq_model import VRVQConfig
 
-    @property
-    def card(self) -> dict:
-        if self._card is None:
-            from bench.train.checkpoint import codec_card
-
-            self._card = codec_card("vrvq", self.checkpoint, DEFAULT_CHECKPOINT)
-        return self._card
-
-    @property
-    def config(self):
-        if self._config is None:
-            from bench.codecs.nn.vrvq_model import VRVQConfig
-
-            self._config = VRVQConfig.from_dict(self.card["config"])
-        return self._config
+        return VRVQConfig.from_dict(config)
 
     def _validated_levels(self) -> dict[str, dict]:
         return dict(self.card.get("validation", {}).get("vbr_levels", {}))
