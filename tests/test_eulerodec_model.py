@@ -173,3 +173,27 @@ def test_all_named_configs_are_consistent():
     for name, cfg in CONFIGS.items():
         assert cfg.name == name
         assert cfg.latent_freq_bins * cfg.freq_downsample == 256
+
+
+def test_kmeans_refit_from_training_audio_and_heldout_usage(tmp_path):
+    import soundfile as sf
+
+    from bench.train.data import ExcerptSampler, scan
+    from bench.train.eulerodec import heldout_usage, refit_codebooks
+
+    for i in range(3):
+        sf.write(tmp_path / f"clip{i}.wav", _speechlike(24000 * 3, seed=i)[0, 0].numpy() * (0.3 + 0.3 * i), 24000)
+    files = scan([str(tmp_path)])
+    torch.manual_seed(0)
+    model = EuleroDec(get_config("tiny"))
+    sampler = ExcerptSampler(files, 24000, 2.0, seed=1)
+    info = refit_codebooks(model, sampler, seconds=32, iters=3, frames_per_step=8, seed=0)
+    assert info["frames"] == 16 * model.latent_frames(48000) and len(info["perplexity"]) == 12
+    assert all(1 <= p <= 64 for p in info["perplexity"])
+    assert 0 < info["relative_error"][-1] < info["relative_error"][0] < 1
+    assert model.training  # refit restores the mode it found
+    usage = heldout_usage(model, files)
+    assert usage["seconds"] == pytest.approx(9.0) and usage["frames"] == 3 * model.latent_frames(72000)
+    assert len(usage["perplexity"]) == 12 and all(1 <= p <= 64 for p in usage["perplexity"])
+    assert all(0 < u <= 1 for u in usage["usage_fraction"])
+    assert 40 < usage["uniform_perplexity_on_as_many_frames"] <= 64

@@ -105,3 +105,65 @@ def test_straight_through_gradient_reaches_the_input():
     zq, _, commit = vq.train()(z)
     (zq.abs().sum() + commit).backward()
     assert torch.isfinite(torch.view_as_real(z.grad)).all() and z.grad.abs().sum() > 0
+
+
+def _scale_mixture(n=3000, h=4, seed=0):
+    """Frames whose energy spans 40 dB, like speech latents: most quiet, a few loud."""
+    g = torch.Generator().manual_seed(seed)
+    scale = 10 ** (-2 * torch.rand(n, 1, generator=g))
+    return torch.complex(torch.randn(n, h, generator=g), torch.randn(n, h, generator=g)) * scale
+
+
+def _stage_error(vq, z, stage_count):
+    x = torch.view_as_real(z).reshape(z.shape[0], -1)
+    r = x.clone()
+    for s in range(stage_count):
+        r = r - vq.codebooks[s][vq._nearest(r, s)]
+    return float((r * r).sum() / (x * x).sum())
+
+
+def test_kmeans_refit_lowers_the_error_uses_every_code_and_keeps_ema_consistent():
+    z = _scale_mixture(2000, 3)
+    vq = ComplexResidualVQ(3, num_quantizers=3, codebook_size=64)
+    vq.train()
+    vq(z[:16].view(1, 16, 3))  # initialised from one small batch, as training does
+    before = _stage_error(vq, z, 3)
+    fit = vq.fit_kmeans(z, iters=10, frames_per_step=50)
+    after = _stage_error(vq, z, 3)
+    assert after < 0.5 * before
+    assert fit["relative_error"][-1] == pytest.approx(after, rel=1e-3)
+    assert fit["relative_error"] == sorted(fit["relative_error"], reverse=True)
+    # every entry serves some frame: empty clusters were re-seeded
+    x = torch.view_as_real(z).reshape(z.shape[0], -1)
+    assert torch.unique(vq._nearest(x, 0)).numel() == 64
+    # the EMA state reproduces the fitted codebooks, scaled to 50 frames per step
+    cb = vq.ema_embed_sum / vq.ema_cluster_size.unsqueeze(-1)
+    assert torch.allclose(cb, vq.codebooks, atol=1e-5)
+    assert vq.ema_cluster_size[0].sum().item() == pytest.approx(50, rel=0.01)
+    with pytest.raises(ValueError, match="at least 64 frames"):
+        vq.fit_kmeans(z[:10])
+
+
+def test_inverse_energy_weighting_spreads_codes_over_quiet_frames():
+    z = _scale_mixture(4000, 4, seed=1)
+    plain = ComplexResidualVQ(4, num_quantizers=1, codebook_size=128)
+    weighted = ComplexResidualVQ(4, num_quantizers=1, codebook_size=128, weight_power=2.0)
+    p_plain = plain.fit_kmeans(z, iters=10)["perplexity"][0]
+    p_weighted = weighted.fit_kmeans(z, iters=10)["perplexity"][0]
+    assert p_weighted > 1.3 * p_plain
+    # relative error of the quiet half: served far better by the weighted fit
+    quiet = z[(z.abs() ** 2).sum(1) < (z.abs() ** 2).sum(1).median()]
+    assert _stage_error(weighted, quiet, 1) < 0.8 * _stage_error(plain, quiet, 1)
+
+
+def test_weighted_ema_update_moves_an_entry_to_the_weighted_mean():
+    vq = ComplexResidualVQ(1, num_quantizers=1, codebook_size=1, weight_power=2.0, decay_warmup_steps=1,
+                           decay_start=0.0, decay_end=0.0)
+    vq.train()
+    z = torch.tensor([[1.0 + 0j], [10.0 + 0j]]).view(1, 2, 1)
+    vq.initialized.fill_(True)
+    vq(z)
+    w = vq._frame_weights(torch.tensor([[1.0, 0.0], [10.0, 0.0]]))
+    expected = (w[0] * 1.0 + w[1] * 10.0) / w.sum()
+    assert float(vq.codebooks[0, 0, 0]) == pytest.approx(float(expected), rel=1e-4)
+    assert float(expected) < 2.0  # the quiet frame dominates (an unweighted mean would be 5.5)

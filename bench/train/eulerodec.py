@@ -71,6 +71,11 @@ def add_model_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default per config)")
     p.add_argument("--lr-gamma", type=float, default=0.99995, help="exponential LR decay per step")
     p.add_argument("--excerpt-s", type=float, default=None, help="excerpt length in seconds (default per config)")
+    p.add_argument("--kmeans-seconds", type=float, default=0.0,
+                   help="refit the codebooks by k-means on this much training audio (encoder latents) when the "
+                        "run starts and every --kmeans-every steps (0: off, EMA only)")
+    p.add_argument("--kmeans-every", type=int, default=0, help="steps between k-means refits (0: only at the start)")
+    p.add_argument("--kmeans-iters", type=int, default=5, help="Lloyd iterations per stage and refit")
 
 
 class EuleroDecTrainer:
@@ -130,6 +135,69 @@ def evaluate(model: EuleroDec, clips: torch.Tensor, n_quantizers: int | None = N
     model.train(was_training)
     return {"val/mel_distance": float(torch.cat(mels).mean()),
             "val/si_sdr_db": float(torch.nanmean(torch.cat(sdrs)))}
+
+
+@torch.no_grad()
+def collect_latents(model: EuleroDec, sampler: ExcerptSampler, seconds: float, batch_size: int = 8) -> torch.Tensor:
+    """Encoder latent frames [N, H] (complex, eval mode) of about ``seconds`` of training excerpts."""
+    was_training = model.training
+    model.eval()
+    frames, got = [], 0.0
+    device = next(model.parameters()).device
+    while got < seconds:
+        x = sampler.batch(batch_size).to(device)
+        latent = model.encoder(model.frontend.analyse(x))
+        frames.append(model._to_frames(latent).reshape(-1, model.cfg.latent_dim_complex))
+        got += batch_size * sampler.excerpt_s
+    model.train(was_training)
+    return torch.cat(frames)
+
+
+def refit_codebooks(model: EuleroDec, sampler: ExcerptSampler, seconds: float, iters: int,
+                    frames_per_step: float, seed: int) -> dict:
+    """Weighted k-means refit of every RVQ stage on fresh training latents; returns what to log."""
+    t0 = time.time()
+    z = collect_latents(model, sampler, seconds)
+    fit = model.quantizer.fit_kmeans(z, iters=iters, frames_per_step=frames_per_step, seed=seed)
+    return {"frames": int(z.shape[0]), "seconds": round(seconds, 1), "iters": iters,
+            "wall_s": round(time.time() - t0, 1), **fit}
+
+
+@torch.no_grad()
+def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0) -> dict:
+    """Per-stage perplexity and share of codes used when encoding whole held-out files (eval mode),
+    with the perplexity a uniform code distribution would show on as many frames."""
+    from bench.train.data import read_mono
+
+    cfg = model.cfg
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(cfg.num_quantizers, cfg.codebook_size)
+    total = 0.0
+    device = next(model.parameters()).device
+    for f in files:
+        if total >= max_seconds:
+            break
+        x = torch.from_numpy(read_mono(f, cfg.sample_rate_hz, 0.0, f.duration_s)).float()
+        if x.numel() < cfg.samples_per_frame:
+            continue
+        codes = model.encode(x.view(1, 1, -1).to(device))[0].cpu()
+        for stage in range(cfg.num_quantizers):
+            counts[stage] += torch.bincount(codes[stage], minlength=cfg.codebook_size).float()
+        total += x.numel() / cfg.sample_rate_hz
+    model.train(was_training)
+    n = int(counts[0].sum())
+
+    def ppl(c: torch.Tensor) -> float:
+        p = c / c.sum().clamp_min(1)
+        return round(float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum())), 1)
+
+    g = torch.Generator().manual_seed(0)
+    uniform = torch.bincount(torch.randint(0, cfg.codebook_size, (max(n, 1),), generator=g),
+                             minlength=cfg.codebook_size).float()
+    return {"seconds": round(total, 1), "frames": n, "uniform_perplexity_on_as_many_frames": ppl(uniform),
+            "perplexity": [ppl(counts[i]) for i in range(cfg.num_quantizers)],
+            "usage_fraction": [round(float((counts[i] > 0).float().mean()), 4) for i in range(cfg.num_quantizers)]}
 
 
 def codebook_report(model: EuleroDec) -> dict[str, float]:
@@ -228,7 +296,24 @@ def train(args: argparse.Namespace) -> int:
     last: dict[str, dict] = {"val": {}, "vq": {}}
     t_start = time.time()
 
+    frames_per_step = batch_size * model.latent_frames(sampler.excerpt_samples)
+    kmeans_sampler = ExcerptSampler(train_files, sr, 2.0, seed=args.seed * 1000 + 7)
+    refits: list = convergence.setdefault("kmeans_refits", [])
+
+    def refit(step: int) -> None:
+        info = refit_codebooks(model, kmeans_sampler, args.kmeans_seconds, args.kmeans_iters, frames_per_step,
+                               seed=args.seed + step)
+        refits.append({"step": step, **info})
+        print(f"step {step}: k-means refit on {info['frames']} latent frames in {info['wall_s']} s, perplexity "
+              f"{[int(v) for v in info['perplexity']]}, relative error left {info['relative_error'][-1]}", flush=True)
+
+    if args.kmeans_seconds > 0:
+        refit(start_step)
+
     def step_fn(step: int) -> dict[str, float]:
+        done = step - 1  # steps completed before this one
+        if args.kmeans_seconds > 0 and args.kmeans_every and done > start_step and done % args.kmeans_every == 0:
+            refit(done)
         return trainer.step(sampler.batch(batch_size).to(dist.device))
 
     def validate_fn(step: int) -> dict[str, float]:
@@ -264,6 +349,7 @@ def train(args: argparse.Namespace) -> int:
                 per_n[str(n)] = {k.removeprefix("val/"): round(v, 4) for k, v in
                                  evaluate(model, val_clips, n).items()}
             validation["per_n_codebooks"] = per_n
+            validation["heldout_codebook_usage"] = heldout_usage(model, val_files)
         else:
             metrics = last["val"] or evaluate(model, val_clips)
             validation[f"n_codebooks_{config.num_quantizers}"] = {k.removeprefix("val/"): round(v, 4)

@@ -6,12 +6,16 @@ so the codebooks hold real 2H vectors and the quantised output is turned back in
 
 * ``num_quantizers`` stages (12 in the paper) of ``codebook_size`` entries (2048, 11 bits).
 * Codebooks are updated by exponential moving averages of the assigned vectors (no codebook
-  loss); the decay warms up linearly from ``decay_start`` (0.98) to ``decay_end`` (0.999) over
+  loss), optionally weighted per frame by its inverse energy (``weight_power``, see
+  :meth:`ComplexResidualVQ._frame_weights`); the decay warms up linearly from ``decay_start``
+  (0.98) to ``decay_end`` (0.999) over
   ``decay_warmup_steps`` training steps, so early codebooks move fast and later ones settle.
 * The encoder is pulled towards its codes by a commitment loss ``beta * ||z - sg(q)||^2`` (beta 0.05)
   and gradients pass the quantiser by the straight-through estimator.
 * Dead codes (unused for ``dead_after_steps`` training steps) restart from vectors drawn from a
   reservoir of recent residuals of that stage, so a small batch can still populate 2048 entries.
+* :meth:`fit_kmeans` refits every stage by (weighted) k-means on a large pool of encoder
+  latents: an EMA fed a few dozen frames per step cannot place 2048 entries well on a CPU budget.
 * ``usage_counts`` accumulate code assignments between :meth:`reset_stats` calls, giving the
   per-stage usage fraction and perplexity ``exp(entropy)`` to log (a collapsed codebook has a
   perplexity far below its size).
@@ -34,13 +38,14 @@ class ComplexResidualVQ(nn.Module):
     def __init__(self, dim_complex: int, num_quantizers: int = 12, codebook_size: int = 2048,
                  beta: float = 0.05, decay_start: float = 0.98, decay_end: float = 0.999,
                  decay_warmup_steps: int = 5000, dead_after_steps: int = 200,
-                 reservoir_size: int = 4096, eps: float = 1e-5):
+                 reservoir_size: int = 4096, eps: float = 1e-5, weight_power: float = 0.0):
         super().__init__()
         self.dim_complex, self.dim = dim_complex, 2 * dim_complex
         self.num_quantizers, self.codebook_size = num_quantizers, codebook_size
         self.beta, self.eps = beta, eps
         self.decay_start, self.decay_end, self.decay_warmup_steps = decay_start, decay_end, decay_warmup_steps
         self.dead_after_steps, self.reservoir_size = dead_after_steps, reservoir_size
+        self.weight_power = float(weight_power)
         nq, k, d = num_quantizers, codebook_size, self.dim
         # persistent state (shipped): the codebooks; training state (saved for resume): EMA stats
         self.register_buffer("codebooks", torch.randn(nq, k, d) * 0.01)
@@ -77,6 +82,19 @@ class ComplexResidualVQ(nn.Module):
         }
 
     # --- core -------------------------------------------------------------------------------
+    def _frame_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-frame weights ``(|z|^2 + floor)^(-weight_power / 2)``, mean 1 (all ones at power 0).
+
+        With power 2 a codebook entry moves to the weighted mean of its frames so that the
+        *relative* error counts: quiet frames are no longer all left to the one entry nearest zero
+        (which starves them and collapses the perplexity); assignment stays plain nearest-entry.
+        """
+        if self.weight_power == 0:
+            return torch.ones(x.shape[0], device=x.device)
+        e = (x * x).sum(1)
+        w = (e + 1e-3 * e.mean().clamp_min(1e-12)).pow(-self.weight_power / 2)
+        return w / w.mean()
+
     def _nearest(self, x: torch.Tensor, stage: int) -> torch.Tensor:
         cb = self.codebooks[stage]
         dist = (x * x).sum(1, keepdim=True) - 2 * x @ cb.t() + (cb * cb).sum(1).unsqueeze(0)
@@ -120,11 +138,13 @@ class ComplexResidualVQ(nn.Module):
         self.reservoir = res[:, : self.reservoir_size].contiguous()
 
     @torch.no_grad()
-    def _ema_update(self, x: torch.Tensor, codes: torch.Tensor, stage: int, decay: float) -> None:
+    def _ema_update(self, x: torch.Tensor, codes: torch.Tensor, stage: int, decay: float,
+                    w: torch.Tensor) -> None:
         k = self.codebook_size
         counts = torch.bincount(codes, minlength=k).float()
-        sums = torch.zeros(k, self.dim, device=x.device).index_add_(0, codes, x)
-        self.ema_cluster_size[stage].mul_(decay).add_(counts, alpha=1 - decay)
+        wsum = torch.zeros(k, device=x.device).index_add_(0, codes, w)
+        sums = torch.zeros(k, self.dim, device=x.device).index_add_(0, codes, x * w[:, None])
+        self.ema_cluster_size[stage].mul_(decay).add_(wsum, alpha=1 - decay)
         self.ema_embed_sum[stage].mul_(decay).add_(sums, alpha=1 - decay)
         size = self.ema_cluster_size[stage]
         n = size.sum()
@@ -155,6 +175,69 @@ class ComplexResidualVQ(nn.Module):
         self.last_used_step[stage][codes] = self.step
         self.restarts[stage] += n
 
+    @torch.no_grad()
+    def fit_kmeans(self, z: torch.Tensor, iters: int = 5, frames_per_step: float | None = None,
+                   seed: int = 0, chunk: int = 16384) -> dict[str, list[float]]:
+        """Refit every stage's codebook by k-means on latent frames ``z`` [N, H] complex.
+
+        Stage by stage on the residuals the previous stages leave, like the RVQ itself: Lloyd
+        iterations from ``codebook_size`` distinct frames (each centroid the weighted mean of its
+        frames, see ``weight_power``), an empty cluster re-seeded at the frame worst served by its
+        centroid (so no entry is wasted). The EMA statistics are set to what
+        ``frames_per_step`` frames per training step would have accumulated, so training resumes
+        smoothly from the fitted codebooks. Returns the per-stage perplexity of the assignment on
+        ``z`` and the relative quantisation error left after each stage.
+        """
+        x = torch.view_as_real(z.reshape(-1, self.dim_complex)).reshape(-1, self.dim).float()
+        x = x.to(self.codebooks.device)
+        n, k = x.shape[0], self.codebook_size
+        if n < k:
+            raise ValueError(f"k-means needs at least {k} frames (one per codebook entry), got {n}")
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        residual = x.clone()
+        energy = float((x * x).sum())
+        w = self._frame_weights(x)[:, None]
+        perplexities, rel_errors = [], []
+
+        def assign(cb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            idx, dist = [], []
+            cb_sq = (cb * cb).sum(1)
+            for i in range(0, n, chunk):
+                r = residual[i : i + chunk]
+                d = (r * r).sum(1, keepdim=True) - 2 * r @ cb.t() + cb_sq
+                m = d.min(dim=1)
+                idx.append(m.indices)
+                dist.append(m.values.clamp_min(0))
+            return torch.cat(idx), torch.cat(dist)
+
+        for stage in range(self.num_quantizers):
+            cb = residual[torch.randperm(n, generator=gen)[:k].to(x.device)].clone()
+            for _ in range(iters):
+                idx, dist = assign(cb)
+                counts = torch.bincount(idx, minlength=k).float()
+                wsum = torch.zeros(k, device=x.device).index_add_(0, idx, w[:, 0])
+                sums = torch.zeros_like(cb).index_add_(0, idx, residual * w)
+                cb = torch.where(counts[:, None] > 0, sums / wsum.clamp_min(1e-12)[:, None], cb)
+                empty = (counts == 0).nonzero().squeeze(1)
+                if empty.numel():  # re-seed at the worst-served frames
+                    worst = dist.topk(empty.numel()).indices
+                    cb[empty] = residual[worst]
+            idx, _ = assign(cb)
+            counts = torch.bincount(idx, minlength=k).float()
+            p = counts / n
+            perplexities.append(round(float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum())), 1))
+            scale = (frames_per_step / n) if frames_per_step else 1.0
+            self.codebooks[stage] = cb
+            wsum = torch.zeros(k, device=x.device).index_add_(0, idx, w[:, 0])
+            self.ema_cluster_size[stage] = wsum * scale + self.eps
+            self.ema_embed_sum[stage] = cb * self.ema_cluster_size[stage][:, None]
+            self.last_used_step[stage] = self.step
+            residual = residual - cb[idx]
+            rel_errors.append(round(float((residual * residual).sum()) / max(energy, 1e-12), 5))
+        self.initialized.fill_(True)
+        self.reservoir = torch.zeros(self.num_quantizers, 0, self.dim, device=x.device)
+        return {"perplexity": perplexities, "relative_error": rel_errors}
+
     def forward(self, z: torch.Tensor, n_quantizers: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Quantise ``z`` [B, T, H] complex. Returns (z_q complex, codes [B, n, T] long, commitment loss).
@@ -173,6 +256,7 @@ class ComplexResidualVQ(nn.Module):
         codes = []
         residuals_seen = []
         decay = self.current_decay()
+        weights = self._frame_weights(xd) if self.training else None
         for stage in range(n):
             if self.training:
                 if not bool(self.initialized):
@@ -180,7 +264,7 @@ class ComplexResidualVQ(nn.Module):
                 residuals_seen.append(residual[torch.randperm(residual.shape[0])[: self.reservoir_size]])
             idx = self._nearest(residual, stage)
             if self.training:
-                self._ema_update(residual, idx, stage, decay)
+                self._ema_update(residual, idx, stage, decay, weights)
             q = self.codebooks[stage][idx]
             quantized = quantized + q
             residual = residual - q

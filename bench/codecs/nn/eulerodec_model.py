@@ -64,6 +64,7 @@ class EuleroDecConfig:
     decay_end: float = 0.999
     decay_warmup_steps: int = 5000
     dead_after_steps: int = 200
+    codebook_weight_power: float = 0.0  # 0: plain EMA means (paper); 2: inverse-energy weighted (small configs)
 
     def __post_init__(self):
         for f in ("channels", "freq_strides", "time_strides", "dilations"):
@@ -135,9 +136,11 @@ CONFIGS: dict[str, EuleroDecConfig] = {
     "12kbps": EuleroDecConfig(name="12kbps", channels=(32, 64, 128, 256, 256), latent_channels=16,
                               num_heads=8, time_strides=(2, 1, 2, 1), decay_warmup_steps=10000),
     "small6": EuleroDecConfig(name="small6", stem_stride=True, channels=(4, 8, 12, 16, 16), latent_channels=4,
-                              time_strides=(2, 1, 2, 2), decay_warmup_steps=2000, dead_after_steps=100),
+                              time_strides=(2, 1, 2, 2), decay_warmup_steps=2000, dead_after_steps=400,
+                              codebook_weight_power=2.0),
     "small12": EuleroDecConfig(name="small12", stem_stride=True, channels=(4, 8, 12, 16, 16), latent_channels=4,
-                               time_strides=(2, 1, 2, 1), decay_warmup_steps=2000, dead_after_steps=50),
+                               time_strides=(2, 1, 2, 1), decay_warmup_steps=2000, dead_after_steps=200,
+                               codebook_weight_power=2.0),
     "tiny": EuleroDecConfig(name="tiny", stem_stride=True, channels=(2, 4, 4, 8, 8), latent_channels=2,
                             time_strides=(2, 1, 2, 2), num_quantizers=12, codebook_size=64,
                             num_heads=2, time_window=4, decay_warmup_steps=50, dead_after_steps=10),
@@ -330,7 +333,8 @@ class EuleroDec(nn.Module):
         self.decoder = Decoder(cfg)
         self.quantizer = ComplexResidualVQ(
             cfg.latent_dim_complex, cfg.num_quantizers, cfg.codebook_size, cfg.beta,
-            cfg.decay_start, cfg.decay_end, cfg.decay_warmup_steps, cfg.dead_after_steps)
+            cfg.decay_start, cfg.decay_end, cfg.decay_warmup_steps, cfg.dead_after_steps,
+            weight_power=cfg.codebook_weight_power)
 
     # latent [B, C, F, T] <-> frames [B, T, C*F]
     def _to_frames(self, latent: torch.Tensor) -> torch.Tensor:
