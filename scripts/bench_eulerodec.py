@@ -3,7 +3,7 @@
     python scripts/bench_eulerodec.py                          # all configs, CPU, 1 thread
     python scripts/bench_eulerodec.py --configs small6 small12 --device cuda --threads 4
     python scripts/bench_eulerodec.py --usage bench/codecs/checkpoints/eulerodec_small6.safetensors \
-        --usage-data train-out/eulerodec-small6/holdout.json --usage-seconds 120
+        --usage-data train-out/eulerodec-small6/holdout.json
 
 ``--usage`` encodes audio with a trained checkpoint and prints, per RVQ stage, the perplexity and the
 share of codes used (with the perplexity a uniform code distribution would show on as many frames,
@@ -45,46 +45,29 @@ def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
     return (time.perf_counter() - t) / repeats, (time.process_time() - c) / repeats
 
 
-def codebook_usage(checkpoint: str, data: str, seconds: float, threads: int) -> None:
+def codebook_usage(checkpoint: str, data: str, seconds: float, lufs: float | None) -> None:
     import json
     from pathlib import Path
 
-    import numpy as np
-
-    from bench.audio import load_audio, resample, to_channels
     from bench.codecs.eulerodec import EuleroDecCodec
+    from bench.train.data import AudioFile, _info, scan
+    from bench.train.eulerodec import heldout_usage
 
     codec = EuleroDecCodec(checkpoint).load("cpu")
     (label, model), = codec.models.items()
-    cfg = model.cfg
     if data.endswith(".json"):
-        files = [e["path"] for e in json.loads(Path(data).read_text())["held_out_files"]]
+        files = []
+        for e in json.loads(Path(data).read_text())["held_out_files"]:
+            duration_s, sr, ch = _info(Path(e["path"]))
+            files.append(AudioFile(e["path"], e["group"], e["path"], duration_s, sr, ch))
     else:
-        files = sorted(str(p) for p in Path(data).rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg"})
-    counts = np.zeros((cfg.num_quantizers, cfg.codebook_size))
-    total_s = 0.0
-    for path in files:
-        if total_s >= seconds:
-            break
-        audio = load_audio(path)
-        x = resample(to_channels(audio.samples, 1, "mono"), audio.sample_rate_hz, cfg.sample_rate_hz)
-        codes = model.encode(torch.from_numpy(x).float()[None])[0].numpy()  # [n, frames]
-        for stage in range(cfg.num_quantizers):
-            counts[stage] += np.bincount(codes[stage], minlength=cfg.codebook_size)
-        total_s += x.shape[-1] / cfg.sample_rate_hz
-    frames = int(counts[0].sum())
-    rng = np.random.default_rng(0)
-    uni = np.bincount(rng.integers(0, cfg.codebook_size, frames), minlength=cfg.codebook_size) / max(frames, 1)
-    uni = uni[uni > 0]
-    ceiling = float(np.exp(-(uni * np.log(uni)).sum()))
-    print(f"{checkpoint} ({label}): {total_s:.1f} s of audio, {frames} frames; a uniform code distribution "
-          f"would measure perplexity {ceiling:.0f} on {frames} frames")
-    for stage in range(cfg.num_quantizers):
-        p = counts[stage] / max(frames, 1)
-        nz = p[p > 0]
-        ppl = float(np.exp(-(nz * np.log(nz)).sum()))
-        print(f"  stage {stage + 1:2d}: perplexity {ppl:7.1f}, codes used {int((counts[stage] > 0).sum()):5d} "
-              f"/ {cfg.codebook_size}")
+        files = scan([data])
+    u = heldout_usage(model, files, max_seconds=seconds, target_lufs=lufs)
+    level = "as stored" if lufs is None else f"normalised to {lufs:g} LUFS"
+    print(f"{checkpoint} ({label}): {u['seconds']} s of audio ({level}), {u['frames']} frames; a uniform code "
+          f"distribution would measure perplexity {u['uniform_perplexity_on_as_many_frames']:.0f} on as many frames")
+    for stage, (ppl, used) in enumerate(zip(u["perplexity"], u["usage_fraction"])):
+        print(f"  stage {stage + 1:2d}: perplexity {ppl:7.1f}, codes used {used:6.1%} of {model.cfg.codebook_size}")
 
 
 def main() -> None:
@@ -97,13 +80,15 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=3, help="timed training steps per config (0: skip)")
     p.add_argument("--usage", metavar="CHECKPOINT", help="print codebook usage of a trained checkpoint and exit")
     p.add_argument("--usage-data", metavar="DIR_OR_HOLDOUT_JSON")
-    p.add_argument("--usage-seconds", type=float, default=120.0)
+    p.add_argument("--usage-seconds", type=float, default=600.0)
+    p.add_argument("--usage-lufs", default="-16", help="loudness each file is normalised to first, or 'none'")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.usage:
         if not args.usage_data:
             p.error("--usage needs --usage-data")
-        codebook_usage(args.usage, args.usage_data, args.usage_seconds, args.threads)
+        codebook_usage(args.usage, args.usage_data, args.usage_seconds,
+                       None if args.usage_lufs == "none" else float(args.usage_lufs))
         return
     device = torch.device(args.device)
     print(f"device {device}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f} "

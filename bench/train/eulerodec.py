@@ -76,16 +76,20 @@ def add_model_arguments(p: argparse._ArgumentGroup) -> None:
                         "run starts and every --kmeans-every steps (0: off, EMA only)")
     p.add_argument("--kmeans-every", type=int, default=0, help="steps between k-means refits (0: only at the start)")
     p.add_argument("--kmeans-iters", type=int, default=5, help="Lloyd iterations per stage and refit")
+    p.add_argument("--frozen-norm-stats", action="store_true",
+                   help="whitening layers normalise with their running statistics while training (as at inference), "
+                        "so the quantiser sees the same latents in training and in use; for fine-tuning")
 
 
 class EuleroDecTrainer:
     """The model, its optimiser and the loss; ``step(batch)`` is one training step. Reusable in tests."""
 
     def __init__(self, model: EuleroDec, *, lr: float = 1e-3, lr_gamma: float = 0.99995,
-                 weights: LossWeights | None = None):
+                 weights: LossWeights | None = None, frozen_norm_stats: bool = False):
         from bench.metrics.mel import MultiScaleMelDistance
 
         self.model = model
+        self.frozen_norm_stats = frozen_norm_stats
         self.weights = weights or LossWeights()
         self.mel = MultiScaleMelDistance(sample_rate_hz=model.cfg.sample_rate_hz)
         self.opt = make_optimizer(model.parameters(), lr=lr, betas=(0.9, 0.99))
@@ -100,8 +104,19 @@ class EuleroDecTrainer:
         return {"mel": self.mel(out.wav, real).mean(), "spec": spec_l1, "sc": sc.mean(),
                 "commitment": out.commitment}
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
+    def train_mode(self) -> None:
+        """Training mode; with ``frozen_norm_stats`` the whitening layers stay in eval mode (their
+        affine parameters still learn, their statistics no longer move)."""
+        from bench.codecs.nn.complex import ComplexWhitening2d
+
         self.model.train()
+        if self.frozen_norm_stats:
+            for m in self.model.modules():
+                if isinstance(m, ComplexWhitening2d):
+                    m.eval()
+
+    def step(self, real: torch.Tensor) -> dict[str, float]:
+        self.train_mode()
         out = self.model(real)
         terms = self.loss_terms(real, out)
         total = sum(getattr(self.weights, k) * v for k, v in terms.items())
@@ -164,9 +179,14 @@ def refit_codebooks(model: EuleroDec, sampler: ExcerptSampler, seconds: float, i
 
 
 @torch.no_grad()
-def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0) -> dict:
+def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0, target_lufs: float | None = -16.0
+                  ) -> dict:
     """Per-stage perplexity and share of codes used when encoding whole held-out files (eval mode),
-    with the perplexity a uniform code distribution would show on as many frames."""
+    with the perplexity a uniform code distribution would show on as many frames. Each file is
+    loudness-normalised to ``target_lufs`` first (the level training excerpts have; None: as stored)."""
+    import math
+
+    from bench.audio import loudness_lufs, normalize_loudness
     from bench.train.data import read_mono
 
     cfg = model.cfg
@@ -178,7 +198,10 @@ def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0) -> 
     for f in files:
         if total >= max_seconds:
             break
-        x = torch.from_numpy(read_mono(f, cfg.sample_rate_hz, 0.0, f.duration_s)).float()
+        wav = read_mono(f, cfg.sample_rate_hz, 0.0, f.duration_s)
+        if target_lufs is not None and math.isfinite(loudness_lufs(wav[None], cfg.sample_rate_hz)):
+            wav = normalize_loudness(wav[None], cfg.sample_rate_hz, target_lufs)[0][0]
+        x = torch.from_numpy(wav).float()
         if x.numel() < cfg.samples_per_frame:
             continue
         codes = model.encode(x.view(1, 1, -1).to(device))[0].cpu()
@@ -195,7 +218,8 @@ def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0) -> 
     g = torch.Generator().manual_seed(0)
     uniform = torch.bincount(torch.randint(0, cfg.codebook_size, (max(n, 1),), generator=g),
                              minlength=cfg.codebook_size).float()
-    return {"seconds": round(total, 1), "frames": n, "uniform_perplexity_on_as_many_frames": ppl(uniform),
+    return {"seconds": round(total, 1), "frames": n, "loudness_lufs": target_lufs,
+            "uniform_perplexity_on_as_many_frames": ppl(uniform),
             "perplexity": [ppl(counts[i]) for i in range(cfg.num_quantizers)],
             "usage_fraction": [round(float((counts[i] > 0).float().mean()), 4) for i in range(cfg.num_quantizers)]}
 
@@ -279,7 +303,7 @@ def train(args: argparse.Namespace) -> int:
                                                      indent=2) + "\n")
 
     model = EuleroDec(config).to(dist.device)
-    trainer = EuleroDecTrainer(model, lr=lr, lr_gamma=args.lr_gamma)
+    trainer = EuleroDecTrainer(model, lr=lr, lr_gamma=args.lr_gamma, frozen_norm_stats=args.frozen_norm_stats)
     modules, optimizers, schedulers = {"model": model}, {"model": trainer.opt}, {"model": trainer.sched}
     start_step, start_wall = 0, 0.0
     convergence: dict = {"mel_thresholds": {}, "history": []}
@@ -296,6 +320,11 @@ def train(args: argparse.Namespace) -> int:
     last: dict[str, dict] = {"val": {}, "vq": {}}
     t_start = time.time()
 
+    convergence.setdefault("phases", []).append({
+        "start_step": start_step, "batch_size": batch_size, "excerpt_s": excerpt_s, "lr": lr,
+        "frozen_norm_stats": args.frozen_norm_stats, "kmeans_seconds": args.kmeans_seconds,
+        "kmeans_every": args.kmeans_every, "dead_after_steps": config.dead_after_steps,
+        "codebook_weight_power": config.codebook_weight_power})
     frames_per_step = batch_size * model.latent_frames(sampler.excerpt_samples)
     kmeans_sampler = ExcerptSampler(train_files, sr, 2.0, seed=args.seed * 1000 + 7)
     refits: list = convergence.setdefault("kmeans_refits", [])
