@@ -66,8 +66,10 @@ def codebook_usage(checkpoint: str, data: str, seconds: float, lufs: float | Non
     level = "as stored" if lufs is None else f"normalised to {lufs:g} LUFS"
     print(f"{checkpoint} ({label}): {u['seconds']} s of audio ({level}), {u['frames']} frames; a uniform code "
           f"distribution would measure perplexity {u['uniform_perplexity_on_as_many_frames']:.0f} on as many frames")
-    for stage, (ppl, used) in enumerate(zip(u["perplexity"], u["usage_fraction"])):
-        print(f"  stage {stage + 1:2d}: perplexity {ppl:7.1f}, codes used {used:6.1%} of {model.cfg.codebook_size}")
+    for stage, (ppl, adj, used) in enumerate(zip(u["perplexity"], u["perplexity_coverage_adjusted"],
+                                                 u["usage_fraction"])):
+        print(f"  stage {stage + 1:2d}: perplexity {ppl:7.1f} (coverage-adjusted {adj:7.1f}), codes used "
+              f"{used:6.1%} of {model.cfg.codebook_size}")
 
 
 def main() -> None:

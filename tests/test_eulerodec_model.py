@@ -197,3 +197,23 @@ def test_kmeans_refit_from_training_audio_and_heldout_usage(tmp_path):
     assert len(usage["perplexity"]) == 12 and all(1 <= p <= 64 for p in usage["perplexity"])
     assert all(0 < u <= 1 for u in usage["usage_fraction"])
     assert 40 < usage["uniform_perplexity_on_as_many_frames"] <= 64
+
+
+def test_perplexity_estimates_plug_in_bias_and_coverage_adjustment():
+    from bench.train.eulerodec import perplexity_estimates
+
+    g = torch.Generator().manual_seed(0)
+    # a code that uses 1024 of 2048 entries uniformly (true perplexity 1024), seen on 4600 frames
+    counts = torch.bincount(torch.randint(0, 1024, (4600,), generator=g), minlength=2048).float()
+    plug_in, adjusted = perplexity_estimates(counts)
+    assert 850 < plug_in < 960  # biased low: looks collapsed by the K/2 rule
+    assert abs(adjusted - 1024) < 0.08 * 1024
+    # plenty of frames: both agree with the truth
+    counts = torch.bincount(torch.randint(0, 1024, (400000,), generator=g), minlength=2048).float()
+    plug_in, adjusted = perplexity_estimates(counts)
+    assert abs(plug_in - 1024) < 5 and abs(adjusted - 1024) < 5
+    # a collapsed code stays collapsed
+    counts = torch.zeros(2048)
+    counts[:3] = torch.tensor([4000.0, 500.0, 100.0])
+    assert perplexity_estimates(counts)[1] < 3
+    assert perplexity_estimates(torch.zeros(2048)) == (1.0, 1.0)

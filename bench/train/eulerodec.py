@@ -178,6 +178,27 @@ def refit_codebooks(model: EuleroDec, sampler: ExcerptSampler, seconds: float, i
             "wall_s": round(time.time() - t0, 1), **fit}
 
 
+def perplexity_estimates(counts: torch.Tensor) -> tuple[float, float]:
+    """(plug-in, coverage-adjusted) perplexity ``exp(entropy)`` of code counts.
+
+    The plug-in estimate is biased low when there are not many more frames than codes (a uniform
+    2048-entry code measured on 4600 frames shows ~1600). The coverage-adjusted one is the
+    Chao-Shen (2003) entropy estimator: Good-Turing coverage ``1 - singletons / N`` shrinks the
+    observed frequencies, and a Horvitz-Thompson weight accounts for codes the sample missed.
+    """
+    c = counts[counts > 0].double()
+    n = float(c.sum())
+    if n == 0:
+        return 1.0, 1.0
+    p = c / n
+    plug_in = float(torch.exp(-(p * p.log()).sum()))
+    singletons = float((c == 1).sum())
+    coverage = 1 - singletons / n if singletons < n else 1 - (singletons - 1) / n
+    pa = coverage * p
+    h = -(pa * pa.log() / (1 - (1 - pa) ** n)).sum()
+    return plug_in, float(torch.exp(h))
+
+
 @torch.no_grad()
 def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0, target_lufs: float | None = -16.0
                   ) -> dict:
@@ -212,8 +233,7 @@ def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0, tar
     n = int(counts[0].sum())
 
     def ppl(c: torch.Tensor) -> float:
-        p = c / c.sum().clamp_min(1)
-        return round(float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum())), 1)
+        return round(perplexity_estimates(c)[0], 1)
 
     g = torch.Generator().manual_seed(0)
     uniform = torch.bincount(torch.randint(0, cfg.codebook_size, (max(n, 1),), generator=g),
@@ -221,6 +241,8 @@ def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0, tar
     return {"seconds": round(total, 1), "frames": n, "loudness_lufs": target_lufs,
             "uniform_perplexity_on_as_many_frames": ppl(uniform),
             "perplexity": [ppl(counts[i]) for i in range(cfg.num_quantizers)],
+            "perplexity_coverage_adjusted": [round(perplexity_estimates(counts[i])[1], 1)
+                                             for i in range(cfg.num_quantizers)],
             "usage_fraction": [round(float((counts[i] > 0).float().mean()), 4) for i in range(cfg.num_quantizers)]}
 
 
@@ -341,7 +363,7 @@ def train(args: argparse.Namespace) -> int:
 
     def step_fn(step: int) -> dict[str, float]:
         done = step - 1  # steps completed before this one
-        if args.kmeans_seconds > 0 and args.kmeans_every and done > start_step and done % args.kmeans_every == 0:
+        if args.kmeans_seconds > 0 and args.kmeans_every and done - refits[-1]["step"] >= args.kmeans_every:
             refit(done)
         return trainer.step(sampler.batch(batch_size).to(dist.device))
 

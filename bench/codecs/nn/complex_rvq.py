@@ -177,7 +177,7 @@ class ComplexResidualVQ(nn.Module):
 
     @torch.no_grad()
     def fit_kmeans(self, z: torch.Tensor, iters: int = 5, frames_per_step: float | None = None,
-                   seed: int = 0, chunk: int = 16384) -> dict[str, list[float]]:
+                   seed: int = 0, chunk: int = 16384, weight_by: str = "frame") -> dict[str, list[float]]:
         """Refit every stage's codebook by k-means on latent frames ``z`` [N, H] complex.
 
         Stage by stage on the residuals the previous stages leave, like the RVQ itself: Lloyd
@@ -186,7 +186,8 @@ class ComplexResidualVQ(nn.Module):
         centroid (so no entry is wasted). The EMA statistics are set to what
         ``frames_per_step`` frames per training step would have accumulated, so training resumes
         smoothly from the fitted codebooks. Returns the per-stage perplexity of the assignment on
-        ``z`` and the relative quantisation error left after each stage.
+        ``z`` and the relative quantisation error left after each stage. ``weight_by="residual"``
+        weights each stage by the energy of the residual it quantises instead of the frame's.
         """
         x = torch.view_as_real(z.reshape(-1, self.dim_complex)).reshape(-1, self.dim).float()
         x = x.to(self.codebooks.device)
@@ -201,16 +202,20 @@ class ComplexResidualVQ(nn.Module):
 
         def assign(cb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             idx, dist = [], []
-            cb_sq = (cb * cb).sum(1)
+            half_sq = 0.5 * (cb * cb).sum(1)
             for i in range(0, n, chunk):
                 r = residual[i : i + chunk]
-                d = (r * r).sum(1, keepdim=True) - 2 * r @ cb.t() + cb_sq
-                m = d.min(dim=1)
+                score = torch.addmm(half_sq, r, cb.t(), beta=-1)  # r.c - |c|^2 / 2: largest is nearest
+                m = score.max(dim=1)
                 idx.append(m.indices)
-                dist.append(m.values.clamp_min(0))
+                dist.append(((r * r).sum(1) - 2 * m.values).clamp_min(0))
             return torch.cat(idx), torch.cat(dist)
 
+        if weight_by not in ("frame", "residual"):
+            raise ValueError(f"weight_by must be 'frame' or 'residual', got {weight_by!r}")
         for stage in range(self.num_quantizers):
+            if weight_by == "residual" and stage > 0:
+                w = self._frame_weights(residual)[:, None]
             cb = residual[torch.randperm(n, generator=gen)[:k].to(x.device)].clone()
             for _ in range(iters):
                 idx, dist = assign(cb)
