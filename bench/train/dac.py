@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 import warnings
 from dataclasses import dataclass, replace

@@ -76,6 +76,10 @@ def add_model_arguments(p: argparse._ArgumentGroup) -> None:
                         "run starts and every --kmeans-every steps (0: off, EMA only)")
     p.add_argument("--kmeans-every", type=int, default=0, help="steps between k-means refits (0: only at the start)")
     p.add_argument("--kmeans-iters", type=int, default=5, help="Lloyd iterations per stage and refit")
+    p.add_argument("--kmeans-weight-by", choices=("frame", "residual"), default="frame",
+                   help="k-means weights from each frame's energy or from the energy of the stage's residual")
+    p.add_argument("--codebook-weight-power", type=float, default=None,
+                   help="override the config's inverse-energy weighting power of EMA updates and k-means refits")
     p.add_argument("--frozen-norm-stats", action="store_true",
                    help="whitening layers normalise with their running statistics while training (as at inference), "
                         "so the quantiser sees the same latents in training and in use; for fine-tuning")
@@ -169,12 +173,14 @@ def collect_latents(model: EuleroDec, sampler: ExcerptSampler, seconds: float, b
 
 
 def refit_codebooks(model: EuleroDec, sampler: ExcerptSampler, seconds: float, iters: int,
-                    frames_per_step: float, seed: int) -> dict:
+                    frames_per_step: float, seed: int, weight_by: str = "frame") -> dict:
     """Weighted k-means refit of every RVQ stage on fresh training latents; returns what to log."""
     t0 = time.time()
     z = collect_latents(model, sampler, seconds)
-    fit = model.quantizer.fit_kmeans(z, iters=iters, frames_per_step=frames_per_step, seed=seed)
-    return {"frames": int(z.shape[0]), "seconds": round(seconds, 1), "iters": iters,
+    fit = model.quantizer.fit_kmeans(z, iters=iters, frames_per_step=frames_per_step, seed=seed,
+                                     weight_by=weight_by)
+    return {"frames": int(z.shape[0]), "seconds": round(seconds, 1), "iters": iters, "weight_by": weight_by,
+            "weight_power": model.quantizer.weight_power,
             "wall_s": round(time.time() - t0, 1), **fit}
 
 
@@ -303,6 +309,8 @@ def train(args: argparse.Namespace) -> int:
         raise UnknownNameError(f"unknown EuleroDec config {args.config!r}.{did_you_mean(args.config, list(RECIPES))}")
     recipe = RECIPES[args.config]
     config = get_config(args.config)
+    if args.codebook_weight_power is not None:
+        config.codebook_weight_power = float(args.codebook_weight_power)
     batch_size = args.batch_size or recipe.batch_size
     excerpt_s = args.excerpt_s or recipe.excerpt_s
     lr = args.lr or recipe.lr
@@ -353,7 +361,7 @@ def train(args: argparse.Namespace) -> int:
 
     def refit(step: int) -> None:
         info = refit_codebooks(model, kmeans_sampler, args.kmeans_seconds, args.kmeans_iters, frames_per_step,
-                               seed=args.seed + step)
+                               seed=args.seed + step, weight_by=args.kmeans_weight_by)
         refits.append({"step": step, **info})
         print(f"step {step}: k-means refit on {info['frames']} latent frames in {info['wall_s']} s, perplexity "
               f"{[int(v) for v in info['perplexity']]}, relative error left {info['relative_error'][-1]}", flush=True)

@@ -14,7 +14,6 @@ and ``save_fn(step, final)``; :func:`train_loop` does the rest.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import platform
