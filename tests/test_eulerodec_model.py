@@ -192,6 +192,9 @@ def test_kmeans_refit_from_training_audio_and_heldout_usage(tmp_path):
     assert all(1 <= p <= 64 for p in info["perplexity"])
     assert 0 < info["relative_error"][-1] < info["relative_error"][0] < 1
     assert model.training  # refit restores the mode it found
+    whole = refit_codebooks(model, files, seconds=6.5, iters=1, frames_per_step=8, seed=0, weight_by="residual")
+    assert whole["pool"] == "files" and whole["weight_by"] == "residual"
+    assert whole["frames"] == 3 * model.latent_frames(72000)  # whole files until 6.5 s are reached
     usage = heldout_usage(model, files)
     assert usage["seconds"] == pytest.approx(9.0) and usage["frames"] == 3 * model.latent_frames(72000)
     assert len(usage["perplexity"]) == 12 and all(1 <= p <= 64 for p in usage["perplexity"])

@@ -76,6 +76,8 @@ def add_model_arguments(p: argparse._ArgumentGroup) -> None:
                         "run starts and every --kmeans-every steps (0: off, EMA only)")
     p.add_argument("--kmeans-every", type=int, default=0, help="steps between k-means refits (0: only at the start)")
     p.add_argument("--kmeans-iters", type=int, default=5, help="Lloyd iterations per stage and refit")
+    p.add_argument("--kmeans-pool", choices=("excerpts", "files"), default="excerpts",
+                   help="k-means latents from random training excerpts, or from whole training files (each once)")
     p.add_argument("--kmeans-weight-by", choices=("frame", "residual"), default="frame",
                    help="k-means weights from each frame's energy or from the energy of the stage's residual")
     p.add_argument("--codebook-weight-power", type=float, default=None,
@@ -157,29 +159,60 @@ def evaluate(model: EuleroDec, clips: torch.Tensor, n_quantizers: int | None = N
 
 
 @torch.no_grad()
-def collect_latents(model: EuleroDec, sampler: ExcerptSampler, seconds: float, batch_size: int = 8) -> torch.Tensor:
-    """Encoder latent frames [N, H] (complex, eval mode) of about ``seconds`` of training excerpts."""
+def collect_latents(model: EuleroDec, source, seconds: float, batch_size: int = 8,
+                    target_lufs: float = -16.0) -> torch.Tensor:
+    """Encoder latent frames [N, H] (complex, eval mode) of about ``seconds`` of training audio.
+
+    ``source`` is an :class:`ExcerptSampler` (random excerpts, as training sees them) or a list of
+    training files, encoded whole and loudness-normalised in a fixed shuffled order (every second
+    of the corpus at most once: the most distinct frames a small corpus can give).
+    """
+    import math
+    import random
+
+    from bench.audio import loudness_lufs, normalize_loudness
+    from bench.train.data import read_mono
+
     was_training = model.training
     model.eval()
     frames, got = [], 0.0
     device = next(model.parameters()).device
-    while got < seconds:
-        x = sampler.batch(batch_size).to(device)
-        latent = model.encoder(model.frontend.analyse(x))
-        frames.append(model._to_frames(latent).reshape(-1, model.cfg.latent_dim_complex))
-        got += batch_size * sampler.excerpt_s
+    sr = model.cfg.sample_rate_hz
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        latent = model.encoder(model.frontend.analyse(x.to(device)))
+        return model._to_frames(latent).reshape(-1, model.cfg.latent_dim_complex)
+
+    if isinstance(source, ExcerptSampler):
+        while got < seconds:
+            frames.append(encode(source.batch(batch_size)))
+            got += batch_size * source.excerpt_s
+    else:
+        files = sorted(source, key=lambda f: f.path)
+        random.Random(0).shuffle(files)
+        for f in files:
+            if got >= seconds:
+                break
+            wav = read_mono(f, sr, 0.0, f.duration_s)
+            if not math.isfinite(loudness_lufs(wav[None], sr)) or wav.shape[-1] < model.cfg.samples_per_frame:
+                continue
+            wav = normalize_loudness(wav[None], sr, target_lufs)[0][0]
+            frames.append(encode(torch.from_numpy(wav).float().view(1, 1, -1)))
+            got += wav.shape[-1] / sr
     model.train(was_training)
     return torch.cat(frames)
 
 
-def refit_codebooks(model: EuleroDec, sampler: ExcerptSampler, seconds: float, iters: int,
+def refit_codebooks(model: EuleroDec, source, seconds: float, iters: int,
                     frames_per_step: float, seed: int, weight_by: str = "frame") -> dict:
     """Weighted k-means refit of every RVQ stage on fresh training latents; returns what to log."""
     t0 = time.time()
-    z = collect_latents(model, sampler, seconds)
+    z = collect_latents(model, source, seconds)
     fit = model.quantizer.fit_kmeans(z, iters=iters, frames_per_step=frames_per_step, seed=seed,
                                      weight_by=weight_by)
-    return {"frames": int(z.shape[0]), "seconds": round(seconds, 1), "iters": iters, "weight_by": weight_by,
+    pool = "excerpts" if isinstance(source, ExcerptSampler) else "files"
+    return {"frames": int(z.shape[0]), "seconds": round(seconds, 1), "pool": pool, "iters": iters,
+            "weight_by": weight_by,
             "weight_power": model.quantizer.weight_power,
             "wall_s": round(time.time() - t0, 1), **fit}
 
@@ -356,11 +389,12 @@ def train(args: argparse.Namespace) -> int:
         "kmeans_every": args.kmeans_every, "dead_after_steps": config.dead_after_steps,
         "codebook_weight_power": config.codebook_weight_power})
     frames_per_step = batch_size * model.latent_frames(sampler.excerpt_samples)
-    kmeans_sampler = ExcerptSampler(train_files, sr, 2.0, seed=args.seed * 1000 + 7)
+    kmeans_source = (ExcerptSampler(train_files, sr, 2.0, seed=args.seed * 1000 + 7)
+                     if args.kmeans_pool == "excerpts" else train_files)
     refits: list = convergence.setdefault("kmeans_refits", [])
 
     def refit(step: int) -> None:
-        info = refit_codebooks(model, kmeans_sampler, args.kmeans_seconds, args.kmeans_iters, frames_per_step,
+        info = refit_codebooks(model, kmeans_source, args.kmeans_seconds, args.kmeans_iters, frames_per_step,
                                seed=args.seed + step, weight_by=args.kmeans_weight_by)
         refits.append({"step": step, **info})
         print(f"step {step}: k-means refit on {info['frames']} latent frames in {info['wall_s']} s, perplexity "
