@@ -303,6 +303,28 @@ def collapsed_stages(report: dict[str, float], codebook_size: int) -> list[int]:
             if k.startswith("vq/perplexity/") and v < codebook_size / 2]
 
 
+def codebooks_section(vq: dict[str, float], heldout: dict | None, config: EuleroDecConfig) -> dict:
+    """The card's codebook summary: training-window statistics when steps ran since the last
+    validation, and the collapse verdict from held-out usage when the final card measured it."""
+    n = config.num_quantizers
+    if vq:
+        out = {"window": "training assignments between the last two validations",
+               "assignments_per_stage": vq.get("vq/assignments"),
+               "perplexity": [vq.get(f"vq/perplexity/{i + 1}") for i in range(n)],
+               "usage_fraction": [vq.get(f"vq/usage/{i + 1}") for i in range(n)],
+               "restarts": [vq.get(f"vq/restarts/{i + 1}") for i in range(n)],
+               "collapsed_stages": collapsed_stages(vq, config.codebook_size)}
+    else:
+        out = {"window": "no training steps since the last validation or k-means refit"}
+    if heldout:
+        out["heldout_collapsed_stages"] = [i + 1 for i, p in enumerate(heldout["perplexity"])
+                                           if p < config.codebook_size / 2]
+        out["heldout_collapsed_stages_coverage_adjusted"] = [
+            i + 1 for i, p in enumerate(heldout["perplexity_coverage_adjusted"]) if p < config.codebook_size / 2]
+        out["heldout"] = "validation.heldout_codebook_usage"
+    return out
+
+
 def export_card(config_name: str, config: EuleroDecConfig, model: EuleroDec, *, step: int, wall_s: float,
                 device: str, data: dict, holdout: list[dict], validation: dict, codebooks: dict,
                 convergence: dict, batch_size: int, excerpt_s: float, lr: float) -> dict:
@@ -447,15 +469,7 @@ def train(args: argparse.Namespace) -> int:
             metrics = last["val"] or evaluate(model, val_clips)
             validation[f"n_codebooks_{config.num_quantizers}"] = {k.removeprefix("val/"): round(v, 4)
                                                                   for k, v in metrics.items()}
-        vq = last["vq"]
-        codebooks = {
-            "window": "training assignments between the last two validations",
-            "assignments_per_stage": vq.get("vq/assignments"),
-            "perplexity": [vq.get(f"vq/perplexity/{i + 1}") for i in range(config.num_quantizers)],
-            "usage_fraction": [vq.get(f"vq/usage/{i + 1}") for i in range(config.num_quantizers)],
-            "restarts": [vq.get(f"vq/restarts/{i + 1}") for i in range(config.num_quantizers)],
-            "collapsed_stages": collapsed_stages(vq, config.codebook_size) if vq else None,
-        }
+        codebooks = codebooks_section(last["vq"], validation.get("heldout_codebook_usage"), config)
         card = export_card(args.config, config, model, step=step, wall_s=wall_s, device=device_text,
                            data=data_card, holdout=holdout, validation=validation, codebooks=codebooks,
                            convergence=convergence, batch_size=batch_size, excerpt_s=excerpt_s, lr=lr)
