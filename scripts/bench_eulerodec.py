@@ -46,22 +46,13 @@ def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
 
 
 def codebook_usage(checkpoint: str, data: str, seconds: float, lufs: float | None) -> None:
-    import json
-    from pathlib import Path
-
     from bench.codecs.eulerodec import EuleroDecCodec
-    from bench.train.data import AudioFile, _info, scan
+    from bench.train.data import load_holdout, scan
     from bench.train.eulerodec import heldout_usage
 
     codec = EuleroDecCodec(checkpoint).load("cpu")
     (label, model), = codec.models.items()
-    if data.endswith(".json"):
-        files = []
-        for e in json.loads(Path(data).read_text())["held_out_files"]:
-            duration_s, sr, ch = _info(Path(e["path"]))
-            files.append(AudioFile(e["path"], e["group"], e["path"], duration_s, sr, ch))
-    else:
-        files = scan([data])
+    files = load_holdout(data) if data.endswith(".json") else scan([data])
     u = heldout_usage(model, files, max_seconds=seconds, target_lufs=lufs)
     level = "as stored" if lufs is None else f"normalised to {lufs:g} LUFS"
     print(f"{checkpoint} ({label}): {u['seconds']} s of audio ({level}), {u['frames']} frames; a uniform code "

@@ -12,11 +12,10 @@ under ``DIR/<group>/`` so the folder dataset knows each clip's domain.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from bench.audio import write_wav
-from bench.train.data import AudioFile, _info, validation_clips
+from bench.train.data import load_holdout, validation_clips
 
 
 def main() -> None:
@@ -27,11 +26,7 @@ def main() -> None:
     p.add_argument("--duration-s", type=float, default=3.0)
     p.add_argument("--per-group", type=int, default=6)
     args = p.parse_args()
-    held = json.loads(Path(args.holdout_json).read_text())["held_out_files"]
-    files = []
-    for entry in held:
-        duration_s, sr, ch = _info(Path(entry["path"]))
-        files.append(AudioFile(entry["path"], entry["group"], entry["path"], duration_s, sr, ch))
+    files = load_holdout(args.holdout_json)
     clips, described = validation_clips(files, args.sample_rate_hz, args.duration_s, args.per_group)
     out = Path(args.out_dir)
     for clip, desc in zip(clips, described):

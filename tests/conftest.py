@@ -17,6 +17,18 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: one thread avoids OpenMP spin-waiting on a shared, oversubscribed CPU.
+    Use per module with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory) -> None:
     """Keep the demo set and reconstruction cache of the test session out of the user's ~/.cache."""

@@ -12,13 +12,7 @@ from bench.codecs.nn.complex import (AxialAttention2d, ComplexConv2d, ComplexCon
                                      ComplexMultiheadAttention, ComplexWhitening2d, ModReLU)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spin-waiting on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rand(*shape, seed=0):

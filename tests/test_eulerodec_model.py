@@ -11,13 +11,7 @@ from bench.codecs.nn.eulerodec_model import (CONFIGS, EuleroDec, STFTFrontend, g
                                              model_state_for_saving)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spin-waiting on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _speechlike(n: int, seed: int = 0) -> torch.Tensor:

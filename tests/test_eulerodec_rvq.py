@@ -8,13 +8,7 @@ import torch
 from bench.codecs.nn.complex_rvq import ComplexResidualVQ
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spin-waiting on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _latent(b=4, t=16, h=3, seed=0):

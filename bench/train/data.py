@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 from collections import defaultdict
@@ -207,6 +208,27 @@ class ExcerptSampler:
         return torch.from_numpy(np.stack(items))[:, None, :]
 
 
+def read_normalised(f: AudioFile, sample_rate_hz: int, start_s: float, duration_s: float,
+                    target_lufs: float | None) -> tuple[np.ndarray, bool]:
+    """(``[T]`` mono samples, audible): read like :func:`read_mono`, then loudness-normalise to
+    ``target_lufs`` when the audio has a finite loudness (``audible``; silence is returned as read).
+    ``target_lufs=None`` keeps the stored level."""
+    x = read_mono(f, sample_rate_hz, start_s, duration_s)
+    audible = math.isfinite(loudness_lufs(x[None], sample_rate_hz))
+    if audible and target_lufs is not None:
+        x = normalize_loudness(x[None], sample_rate_hz, target_lufs)[0][0]
+    return x, audible
+
+
+def load_holdout(path: str | Path) -> list[AudioFile]:
+    """The held-out files a training run recorded in its ``holdout.json``."""
+    files = []
+    for entry in json.loads(Path(path).read_text())["held_out_files"]:
+        duration_s, sr, ch = _info(Path(entry["path"]))
+        files.append(AudioFile(entry["path"], entry["group"], entry["path"], duration_s, sr, ch))
+    return files
+
+
 def validation_clips(files: list[AudioFile], sample_rate_hz: int, duration_s: float = 3.0,
                      per_group: int = 6, target_lufs: float = -16.0) -> tuple[torch.Tensor, list[dict]]:
     """Fixed validation excerpts ``[N, 1, T]``: the middle ``duration_s`` of up to ``per_group`` held-out
@@ -218,11 +240,10 @@ def validation_clips(files: list[AudioFile], sample_rate_hz: int, duration_s: fl
     for group in sorted(by_group):
         for f in by_group[group][:per_group]:
             start_s = max(0.0, (f.duration_s - duration_s) / 2)
-            x = read_mono(f, sample_rate_hz, start_s, duration_s)
-            if not math.isfinite(loudness_lufs(x[None], sample_rate_hz)):
+            x, audible = read_normalised(f, sample_rate_hz, start_s, duration_s, target_lufs)
+            if not audible:
                 continue
-            x, _ = normalize_loudness(x[None], sample_rate_hz, target_lufs)
-            clips.append(x[0])
+            clips.append(x)
             described.append({"path": f.path, "group": group, "start_s": round(start_s, 3),
                               "duration_s": duration_s})
     if not clips:

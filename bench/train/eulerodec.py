@@ -167,11 +167,9 @@ def collect_latents(model: EuleroDec, source, seconds: float, batch_size: int = 
     training files, encoded whole and loudness-normalised in a fixed shuffled order (every second
     of the corpus at most once: the most distinct frames a small corpus can give).
     """
-    import math
     import random
 
-    from bench.audio import loudness_lufs, normalize_loudness
-    from bench.train.data import read_mono
+    from bench.train.data import read_normalised
 
     was_training = model.training
     model.eval()
@@ -180,8 +178,7 @@ def collect_latents(model: EuleroDec, source, seconds: float, batch_size: int = 
     sr = model.cfg.sample_rate_hz
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        latent = model.encoder(model.frontend.analyse(x.to(device)))
-        return model._to_frames(latent).reshape(-1, model.cfg.latent_dim_complex)
+        return model.latent(x.to(device)).reshape(-1, model.cfg.latent_dim_complex)
 
     if isinstance(source, ExcerptSampler):
         while got < seconds:
@@ -193,10 +190,9 @@ def collect_latents(model: EuleroDec, source, seconds: float, batch_size: int = 
         for f in files:
             if got >= seconds:
                 break
-            wav = read_mono(f, sr, 0.0, f.duration_s)
-            if not math.isfinite(loudness_lufs(wav[None], sr)) or wav.shape[-1] < model.cfg.samples_per_frame:
+            wav, audible = read_normalised(f, sr, 0.0, f.duration_s, target_lufs)
+            if not audible or wav.shape[-1] < model.cfg.samples_per_frame:
                 continue
-            wav = normalize_loudness(wav[None], sr, target_lufs)[0][0]
             frames.append(encode(torch.from_numpy(wav).float().view(1, 1, -1)))
             got += wav.shape[-1] / sr
     model.train(was_training)
@@ -244,10 +240,7 @@ def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0, tar
     """Per-stage perplexity and share of codes used when encoding whole held-out files (eval mode),
     with the perplexity a uniform code distribution would show on as many frames. Each file is
     loudness-normalised to ``target_lufs`` first (the level training excerpts have; None: as stored)."""
-    import math
-
-    from bench.audio import loudness_lufs, normalize_loudness
-    from bench.train.data import read_mono
+    from bench.train.data import read_normalised
 
     cfg = model.cfg
     was_training = model.training
@@ -258,10 +251,7 @@ def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0, tar
     for f in files:
         if total >= max_seconds:
             break
-        wav = read_mono(f, cfg.sample_rate_hz, 0.0, f.duration_s)
-        if target_lufs is not None and math.isfinite(loudness_lufs(wav[None], cfg.sample_rate_hz)):
-            wav = normalize_loudness(wav[None], cfg.sample_rate_hz, target_lufs)[0][0]
-        x = torch.from_numpy(wav).float()
+        x = torch.from_numpy(read_normalised(f, cfg.sample_rate_hz, 0.0, f.duration_s, target_lufs)[0]).float()
         if x.numel() < cfg.samples_per_frame:
             continue
         codes = model.encode(x.view(1, 1, -1).to(device))[0].cpu()
@@ -271,17 +261,14 @@ def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0, tar
     model.train(was_training)
     n = int(counts[0].sum())
 
-    def ppl(c: torch.Tensor) -> float:
-        return round(perplexity_estimates(c)[0], 1)
-
     g = torch.Generator().manual_seed(0)
     uniform = torch.bincount(torch.randint(0, cfg.codebook_size, (max(n, 1),), generator=g),
                              minlength=cfg.codebook_size).float()
+    estimates = [perplexity_estimates(counts[i]) for i in range(cfg.num_quantizers)]
     return {"seconds": round(total, 1), "frames": n, "loudness_lufs": target_lufs,
-            "uniform_perplexity_on_as_many_frames": ppl(uniform),
-            "perplexity": [ppl(counts[i]) for i in range(cfg.num_quantizers)],
-            "perplexity_coverage_adjusted": [round(perplexity_estimates(counts[i])[1], 1)
-                                             for i in range(cfg.num_quantizers)],
+            "uniform_perplexity_on_as_many_frames": round(perplexity_estimates(uniform)[0], 1),
+            "perplexity": [round(plug_in, 1) for plug_in, _ in estimates],
+            "perplexity_coverage_adjusted": [round(adjusted, 1) for _, adjusted in estimates],
             "usage_fraction": [round(float((counts[i] > 0).float().mean()), 4) for i in range(cfg.num_quantizers)]}
 
 

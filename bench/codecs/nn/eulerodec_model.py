@@ -353,11 +353,13 @@ class EuleroDec(nn.Module):
     def latent_frames(self, num_samples: int) -> int:
         return self.frontend.padded_length(num_samples) // self.cfg.samples_per_frame
 
-    def forward(self, wav: torch.Tensor, n_quantizers: int | None = None, quantize: bool = True) -> EuleroDecOutput:
+    def latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, 1, T] -> the encoder's complex latent frames [B, frames, H], before quantisation."""
         self._check(wav)
-        spec_c = self.frontend.analyse(wav)
-        latent = self.encoder(spec_c)
-        frames = self._to_frames(latent)
+        return self._to_frames(self.encoder(self.frontend.analyse(wav)))
+
+    def forward(self, wav: torch.Tensor, n_quantizers: int | None = None, quantize: bool = True) -> EuleroDecOutput:
+        frames = self.latent(wav)
         if quantize:
             frames_q, codes, commit = self.quantizer(frames, n_quantizers)
         else:
@@ -369,11 +371,9 @@ class EuleroDec(nn.Module):
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, n_quantizers: int | None = None) -> torch.Tensor:
         """[B, 1, T] -> codes [B, n, frames] (int64). Eval mode required (EMA updates otherwise)."""
-        self._check(wav)
         if self.training:
             raise RuntimeError("call .eval() before encode(): training mode updates the codebooks")
-        frames = self._to_frames(self.encoder(self.frontend.analyse(wav)))
-        return self.quantizer(frames, n_quantizers)[1]
+        return self.quantizer(self.latent(wav), n_quantizers)[1]
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, num_samples: int) -> torch.Tensor:
