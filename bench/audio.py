@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.errors import UserError
+
 SOXR_QUALITY = "HQ"
 CHANNEL_POLICIES = ("mono", "first", "keep")
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """Audio that cannot be read or used; the message names the file."""
 
 

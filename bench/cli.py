@@ -11,6 +11,15 @@ import argparse
 import importlib
 import sys
 
+from bench.errors import EXIT_USAGE, UserError, one_line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``bench COMMAND: error: ...`` and exit code 2, no usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("bench.runner", "encode/decode a dataset with codecs and score it (resumable)"),
@@ -25,9 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="Benchmark neural audio codecs honestly.")
+    parser = _Parser(prog="bench", description="Benchmark neural audio codecs honestly.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         try:
@@ -61,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     runner = getattr(mod, f"{args._command}_main", None) or getattr(mod, "main")
     try:
         return int(runner(args) or 0)
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
         return 130

@@ -29,12 +29,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UserError
+
 DATA_ROOT_ENV = "BENCH_DATA_ROOT"
 CACHE_DIR_ENV = "BENCH_CACHE_DIR"
 CONFIG_ENV = "BENCH_CONFIG"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The config file exists but cannot be parsed; the message names it."""
 
 

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.errors import UserError
+
 BASELINE_FORMAT = "bench-baseline"
 BASELINE_VERSION = 1
 DEFAULT_MARGIN = "1%"
@@ -44,7 +46,7 @@ DEFAULT_KBPS_TOLERANCE = 0.05
 EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 
 
-class GateError(RuntimeError):
+class GateError(UserError, RuntimeError):
     """A problem that prevents a verdict (bad baseline, missing items, failed run): exit code 2."""
 
 

@@ -12,10 +12,12 @@ import importlib
 import pkgutil
 from typing import Generic, Iterator, TypeVar
 
+from bench.errors import UserError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """A name that no registry entry matches; the message carries a "did you mean" hint."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message

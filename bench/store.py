@@ -19,9 +19,12 @@ import json
 import math
 import sqlite3
 import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from bench.errors import UserError
 
 SCHEMA_VERSION = 1
 
@@ -56,6 +59,10 @@ CREATE TABLE IF NOT EXISTS codec_info (
 """
 
 
+class StoreError(UserError):
+    """A results database that cannot be opened as asked (missing, not a database, not writable)."""
+
+
 def _nan_to_none(x: float | None) -> float | None:
     if x is None:
         return None
@@ -65,17 +72,60 @@ def _nan_to_none(x: float | None) -> float | None:
 class Store:
     """Thin wrapper over one SQLite file (``RUN_DIR/results.sqlite``)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        """Open (and for writing, create) a results database.
+
+        ``readonly=True`` is for readers (reports, baselines): it opens the file with SQLite's
+        ``mode=ro`` URI, changes nothing on disk (no WAL switch, no schema), works on a
+        read-only filesystem, and raises :class:`StoreError` when the file is missing or is not a
+        bench results database.
+        """
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self.conn = self._open_readonly(self.path)
+            return
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise StoreError(f"{self.path.parent} is not a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=60)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
-        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        self.conn.commit()
+        try:
+            self.conn = sqlite3.connect(str(self.path), timeout=60)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self.conn.commit()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable bench results database ({exc})") from None
+
+    @staticmethod
+    def _open_readonly(path: Path) -> sqlite3.Connection:
+        if not path.is_file():
+            raise StoreError(f"no results database at {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        try:
+            try:
+                conn = sqlite3.connect(uri, uri=True, timeout=60)
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            except sqlite3.OperationalError:
+                # a WAL database in a folder we cannot write (read-only filesystem, another user's
+                # run): SQLite cannot create the -shm file, so read the file as immutable
+                conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=60)
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: not a bench results database ({exc})") from None
+        missing = {"runs", "results", "items"} - tables
+        if missing:
+            conn.close()
+            raise StoreError(f"{path}: not a bench results database (no table {', '.join(sorted(missing))})")
+        return conn
 
     def close(self) -> None:
+        if not self.readonly:
+            try:  # leave a plain rollback-journal file behind, readable without write access
+                self.conn.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.DatabaseError:
+                pass  # another connection still has it open; it stays in WAL mode
         self.conn.close()
 
     def __enter__(self) -> "Store":

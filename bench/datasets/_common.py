@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.datasets.base import DataMissingError, Dataset
+from bench.errors import UserError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".aif", ".aiff")
 DOMAINS = ("speech", "music", "general")
 
 
-class DatasetOptionError(ValueError):
+class DatasetOptionError(UserError, ValueError):
     """A ``--dataset-opt`` the dataset does not know or cannot parse."""
 
 

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from bench.errors import UserError
 from bench.registry import DATASETS
 
 
-class DataMissingError(FileNotFoundError):
+class DataMissingError(UserError, FileNotFoundError):
     """The dataset is not on disk; the message says how to get it."""
 
 

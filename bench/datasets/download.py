@@ -33,11 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from bench.errors import UserError
+
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "bench-codec-harness/0.1 (+https://github.com/; dataset downloader)"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download that could not complete; the message names the URL and what to do."""
 
 

@@ -1,0 +1,151 @@
+"""Checked argument types for the command line: every numeric option's range, every path's use.
+
+Each function takes the option's text and returns the parsed value or raises
+``argparse.ArgumentTypeError`` with a message naming the problem; argparse turns that into one
+line and exit code 2 (see ``bench.cli``). Paths are checked for what the command will do with
+them (read a file, write into a folder), so a mistake is caught before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+ArgType = Callable[[str], object]
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def int_range(lo: int | None = None, hi: int | None = None) -> ArgType:
+    """An integer in [lo, hi] (either bound may be open)."""
+
+    def parse(text: str) -> int:
+        value = int(_number(text, int))
+        _check_range(value, lo, hi, text)
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                hi_open: bool = False) -> ArgType:
+    """A finite float in [lo, hi]; ``lo_open``/``hi_open`` exclude the bound itself."""
+
+    def parse(text: str) -> float:
+        value = float(_number(text, float))
+        _check_range(value, lo, hi, text, lo_open=lo_open, hi_open=hi_open)
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _check_range(value: float, lo: float | None, hi: float | None, text: str, *, lo_open: bool = False,
+                 hi_open: bool = False) -> None:
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {text}")
+    if hi is not None and (value > hi or (hi_open and value == hi)):
+        raise argparse.ArgumentTypeError(f"must be {'<' if hi_open else '<='} {hi}, got {text}")
+
+
+positive_int = int_range(1)
+non_negative_int = int_range(0)
+
+
+def optional_lufs(text: str) -> float | None:
+    """A loudness target in LUFS (-70 .. 0), or 'none' for no normalisation."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    return float_range(-70.0, 0.0)(text)  # type: ignore[return-value]
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` with a non-empty key."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def existing_file(text: str) -> str:
+    """A path to an existing, readable regular file."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"not a file: {text}")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"cannot read {text}")
+    return str(path)
+
+
+def existing_dir(text: str) -> str:
+    """A path to an existing folder."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{'not a folder' if path.exists() else 'no such folder'}: {text}")
+    return str(path)
+
+
+def _writable_ancestor(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` if it is a folder we may write into, else None."""
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            return None
+        p = p.parent
+    return p if p.is_dir() and os.access(p, os.W_OK | os.X_OK) else None
+
+
+def writable_dir(text: str) -> str:
+    """A folder that exists and is writable, or that can be created (nothing is created here)."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"cannot write into {text}")
+        return str(path)
+    if _writable_ancestor(path) is None:
+        raise argparse.ArgumentTypeError(f"cannot create folder {text} (parent missing or not writable)")
+    return str(path)
+
+
+def writable_file(text: str) -> str:
+    """A file path we may create or overwrite (its folder may be created)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, expected a file path")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"cannot overwrite {text}")
+        return str(path)
+    if _writable_ancestor(path.parent) is None:
+        raise argparse.ArgumentTypeError(f"cannot create {text} (folder missing or not writable)")
+    return str(path)
+
+
+def check_env_dir(name: str) -> None:
+    """Raise UserError when environment variable ``name`` names something that is not a usable folder."""
+    from bench.errors import UserError
+
+    value = os.environ.get(name)
+    if not value:
+        return
+    try:
+        writable_dir(value)
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"${name}: {exc}") from None
