@@ -17,6 +17,15 @@ from typing import Callable
 ArgType = Callable[[str], object]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: ...`` and exit code 2, no usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from bench.errors import EXIT_USAGE, one_line
+
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def _number(text: str, kind: type) -> float | int:
     try:
         value = kind(text)
@@ -92,6 +101,13 @@ def existing_file(text: str) -> str:
     return str(path)
 
 
+def existing_path(text: str) -> str:
+    """A path that exists (file or folder)."""
+    if not Path(text).expanduser().exists():
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
+    return str(Path(text).expanduser())
+
+
 def existing_dir(text: str) -> str:
     """A path to an existing folder."""
     path = Path(text).expanduser()
@@ -149,3 +165,21 @@ def check_env_dir(name: str) -> None:
         writable_dir(value)
     except argparse.ArgumentTypeError as exc:
         raise UserError(f"${name}: {exc}") from None
+
+
+def torch_device(text: str) -> str:
+    """A torch device string that exists on this machine (checked before any work starts)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type not in ("cpu", "mps"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r} (use cpu or cuda)")
+    return text

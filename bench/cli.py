@@ -11,14 +11,8 @@ import argparse
 import importlib
 import sys
 
-from bench.errors import EXIT_USAGE, UserError, one_line
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``bench COMMAND: error: ...`` and exit code 2, no usage dump."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+from bench.argtypes import OneLineParser as _Parser
+from bench.errors import UserError, one_line
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

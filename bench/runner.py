@@ -26,9 +26,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
+
+from bench.errors import EXIT_NOTHING_SCORED, UserError
 
 # Metrics run by default: fast, reference-based, meaningful for every codec. The model-backed
 # metrics (visqol, wer/cer, dnsmos) are slower; ask for them with --metrics or --metrics all.
@@ -54,6 +56,15 @@ class RunConfig:
     loudness_lufs: float | None = None
     align: str = "xcorr"
     progress: bool = True
+    refresh: bool = False  # recode and rescore everything instead of reusing the cache and finished rows
+
+
+#: settings that decide values for every row: a rerun into the same run directory with other
+#: values is refused (it would mix results computed two ways under one manifest)
+VALUE_SETTINGS = ("dataset", "split", "dataset_options", "channel_policy", "loudness_lufs", "align")
+#: a decoded signal may differ from the input length by this fraction before the pair fails
+#: (a codec's contract is the exact length; resampling may round by a sample or two)
+LENGTH_TOLERANCE = 0.01
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -67,7 +78,7 @@ def resolve_dataset(cfg: RunConfig):
     elif cfg.split:
         owners = [d for _, d in DATASETS.items() if cfg.split in d.splits]
         if not owners:
-            raise ValueError(f"no dataset has a split {cfg.split!r}; pass --dataset (see `bench ls datasets`)")
+            raise UserError(f"no dataset has a split {cfg.split!r}; pass --dataset (see `bench ls datasets`)")
         owners.sort(key=lambda d: d.name != "libritts")
         ds = owners[0]
     else:
@@ -75,7 +86,7 @@ def resolve_dataset(cfg: RunConfig):
     if cfg.dataset_options:
         configure = getattr(ds, "configure", None)
         if configure is None:
-            raise ValueError(f"dataset {ds.name!r} takes no options (got {sorted(cfg.dataset_options)})")
+            raise UserError(f"dataset {ds.name!r} takes no options (got {sorted(cfg.dataset_options)})")
         ds = configure(**cfg.dataset_options) or ds
     return ds, ds.check_split(cfg.split)
 
@@ -100,7 +111,7 @@ def select_items(ds, split: str, cfg: RunConfig) -> list:
         items = [it for it in items if it.id in wanted]
         missing = wanted - {it.id for it in items}
         if missing:
-            raise ValueError(f"{len(missing)} requested item id(s) not in {ds.name}/{split}, e.g. {sorted(missing)[:3]}")
+            raise UserError(f"{len(missing)} requested item id(s) not in {ds.name}/{split}, e.g. {sorted(missing)[:3]}")
     if cfg.limit is not None and cfg.limit < len(items):
         from bench.datasets.protocol import subsample
 
@@ -133,7 +144,13 @@ class ItemError(RuntimeError):
 
 def prepare_reference(item, cfg: RunConfig) -> tuple[np.ndarray, int, list[str]]:
     """Load an item, apply the channel and loudness policy. Returns (audio [C, T], rate, notes)."""
-    from bench.audio import AudioError, check_samples, load_audio, normalize_loudness, to_channels
+    from bench.audio import (
+        AudioError,
+        check_samples,
+        load_audio,
+        normalize_loudness,
+        to_channels,
+    )
 
     try:
         audio = load_audio(item.path, start_s=item.start_s, duration_s=item.duration_s,
@@ -150,10 +167,13 @@ def prepare_reference(item, cfg: RunConfig) -> tuple[np.ndarray, int, list[str]]
     return x, audio.sample_rate_hz, notes
 
 
-def code_item(sel, ref: np.ndarray, sr: int, input_hash: str, cache, device: str) -> tuple[np.ndarray, dict]:
+def code_item(sel, ref: np.ndarray, sr: int, input_hash: str, cache, device: str,
+              codec_fingerprint: str | None = None) -> tuple[np.ndarray, dict]:
     """Run one (codec, operating point) on one prepared reference, through the cache.
 
-    Returns the reconstruction at the item's rate with the reference's shape, and the coded row.
+    The cache key is the codec's fingerprint (code, parameters, weights, backend versions), the
+    operating point, the rates, the input's hash and the resampling code. Returns the
+    reconstruction at the item's rate with the reference's shape, and the coded row.
     """
     import torch
 
@@ -162,7 +182,7 @@ def code_item(sel, ref: np.ndarray, sr: int, input_hash: str, cache, device: str
 
     codec = sel.codec.load(device)
     rate = codec.spec.sample_rate_hz
-    key = cache_key(sel.key, codec.checkpoint_hash, sel.op.name, rate, sr, input_hash)
+    key = cache_key(codec_fingerprint or codec.fingerprint, sel.op, rate, sr, input_hash)
     hit = cache.get(key)
     if hit is None:
         x = resample(to_channels(ref, codec.spec.channels), sr, rate)
@@ -178,6 +198,7 @@ def code_item(sel, ref: np.ndarray, sr: int, input_hash: str, cache, device: str
         y = y[0].detach().float().cpu().numpy()
         if not np.all(np.isfinite(y)):
             raise RuntimeError(f"{sel.label} produced NaN/Inf samples")
+        check_decoded_length(y.shape[-1], x.shape[-1], rate, sel.label)
         y = fit_length(to_channels(resample(y, rate, sr), ref.shape[0]), ref.shape[-1])
         meta = {"encode_s": t1 - t0, "decode_s": t2 - t1, "codec_rate_hz": rate, "codec": sel.key, "op": sel.op.name}
         cache.put(key, y, sr, bitstream, meta)
@@ -195,6 +216,13 @@ def code_item(sel, ref: np.ndarray, sr: int, input_hash: str, cache, device: str
     return recon, row
 
 
+def check_decoded_length(n_decoded: int, n_input: int, rate_hz: int, label: str) -> None:
+    """Fail a pair whose decode is not the input's length (a truncated decode must never score as perfect)."""
+    if abs(n_decoded - n_input) > max(2, LENGTH_TOLERANCE * n_input):
+        raise RuntimeError(f"{label} decoded {n_decoded} samples ({n_decoded / rate_hz:.3f} s) for an input of "
+                           f"{n_input} samples ({n_input / rate_hz:.3f} s)")
+
+
 def _sync(device) -> None:
     import torch
 
@@ -203,24 +231,48 @@ def _sync(device) -> None:
 
 
 def reconstruction_path(run_dir: str | Path, cache_key: str) -> Path | None:
-    """Path of a cached reconstruction (FLAC at the item's rate) recorded in a run, or None."""
+    """Path of a cached reconstruction (FLAC at the item's rate) recorded in a run, or None.
+
+    None also when the entry fails its digest check: a report never plays a damaged file.
+    """
     from bench.cache import ReconCache
     from bench.store import Store
 
     run_dir = Path(run_dir)
-    with Store(run_dir / "results.sqlite") as store:
+    with Store(run_dir / "results.sqlite", readonly=True) as store:
         ids = store.run_ids()
         cache_dir = store.manifest(ids[-1]).get("cache_dir") if ids else None
-    path = ReconCache(cache_dir).audio_path(cache_key)
-    return path if path.exists() else None
+    cache = ReconCache(cache_dir, readonly=True)
+    return cache.audio_path(cache_key) if cache.get(cache_key) is not None else None
 
 
 # --- scoring (runs in worker processes) -----------------------------------------------------
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
+
+
+def exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Make this worker process exit as soon as ``parent_pid`` dies (even by SIGKILL or the OOM killer).
+
+    A daemon thread polls the parent id: when the parent is gone the worker is re-parented, so
+    ``os.getppid()`` changes. (Linux's ``PR_SET_PDEATHSIG`` is not used: it fires when the
+    *thread* that started the worker exits, which would kill healthy workers.)
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str], item: dict, align: str) -> dict:
@@ -238,14 +290,24 @@ def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str
 
 
 class _InlineExecutor:
-    """Same surface as an executor, for --workers 1 (no process overhead; easy to debug)."""
+    """Same surface as an executor, for --workers 1 (no process overhead; easy to debug).
+
+    Scores with torch on one thread, as the pool's workers do, so a value never depends on
+    ``--workers`` (a float32 sum split over more threads differs in its last bits).
+    """
 
     def submit(self, fn, *args):
+        import torch
+
         fut: cf.Future = cf.Future()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
             fut.set_result(fn(*args))
         except Exception as exc:  # noqa: BLE001
             fut.set_exception(exc)
+        finally:
+            torch.set_num_threads(threads)
         return fut
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
@@ -303,134 +365,286 @@ def build_manifest(cfg: RunConfig, ds, split: str, items: list, selections: list
     }
 
 
-def run_benchmark(cfg: RunConfig) -> Path:
-    """Run (or resume) a benchmark; returns the run directory."""
-    from bench.audio import array_hash
-    from bench.cache import ReconCache
+class RunMismatchError(UserError):
+    """A rerun into a run directory whose results were computed under other settings."""
+
+
+def value_settings(cfg: RunConfig, ds, split: str) -> dict[str, Any]:
+    """The run settings that decide every value (see VALUE_SETTINGS)."""
+    return {"dataset": ds.name, "split": split, "dataset_options": dict(sorted(cfg.dataset_options.items())),
+            "channel_policy": cfg.channel_policy, "loudness_lufs": cfg.loudness_lufs, "align": cfg.align}
+
+
+def _stored_value_settings(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The value settings a stored run was made with (read from older manifests too)."""
+    if "value_settings" in manifest:
+        return manifest["value_settings"]
+    settings, protocol = manifest.get("settings"), manifest.get("dataset") or {}
+    if not settings:
+        return None
+    return {"dataset": protocol.get("dataset", settings.get("dataset")), "split": protocol.get("split", settings.get("split")),
+            "dataset_options": dict(sorted((settings.get("dataset_options") or {}).items())),
+            "channel_policy": settings.get("channel_policy"), "loudness_lufs": settings.get("loudness_lufs"),
+            "align": settings.get("align")}
+
+
+def check_same_settings(store, run_id: str, run_dir: Path, current: dict[str, Any]) -> None:
+    """Refuse a rerun whose value settings differ from the stored run's, naming every difference."""
+    if run_id not in store.run_ids():
+        return
+    stored = _stored_value_settings(store.manifest(run_id))
+    if stored is None:
+        return
+    diffs = [f"{k}: {stored.get(k)!r} there, {current[k]!r} now" for k in VALUE_SETTINGS if stored.get(k) != current[k]]
+    if diffs:
+        raise RunMismatchError(f"{run_dir} holds results computed with other settings ({'; '.join(diffs)}); "
+                               "mixing them would make its numbers wrong. Use another --out (or remove that folder).")
+
+
+def item_fingerprint(item) -> str:
+    """Hash of what decides an item's values: its file's bytes, the excerpt, its transcript and domain."""
+    from bench.codecs.base import file_sha256
+    from bench.fingerprint import digest
+
+    try:
+        content = file_sha256(item.path)
+    except OSError as exc:
+        content = f"unreadable: {exc.strerror or exc}"
+    return digest([content, item.start_s, item.duration_s, item.extra.get("stream_index", 0),
+                   item.transcript, item.domain], length=24)
+
+
+def reconcile(store, run_id: str, kind: str, current: dict[str, str], *, say) -> None:
+    """Discard a run's rows whose inputs changed since they were computed, then record the current identities.
+
+    Rows stored before identities existed (no stored fingerprint) cannot be vouched for either,
+    so they are discarded too. ``say`` prints one line per discarded group.
+    """
+    stored = store.identities(run_id, kind)
+    present = store.names_in(run_id, kind)
+    changed = sorted(n for n in current if n in present and stored.get(n) != current[n])
+    if changed:
+        n_rows = store.discard(run_id, kind, changed)
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        say(f"note: {len(changed)} {kind}(s) changed since the stored results were computed ({shown}); "
+            f"their {n_rows} earlier row(s) were discarded and are recomputed")
+    store.put_identities(run_id, kind, current)
+
+
+def metric_identities(metrics: list) -> dict[str, str]:
+    from bench.metrics.base import metric_fingerprint
+
+    return {m.name: metric_fingerprint(m) for m in metrics}
+
+
+@dataclass
+class _Plan:
+    ds: Any
+    split: str
+    items: list
+    selections: list
+    metrics: list
+    run_dir: Path
+
+
+def plan_run(cfg: RunConfig) -> _Plan:
+    """Resolve the dataset, items, codecs and metrics of a run (no audio is touched yet)."""
     from bench.codecs.base import select_codecs
-    from bench.store import Store
 
     ds, split = resolve_dataset(cfg)
     items = select_items(ds, split, cfg)
     if not items:
-        raise ValueError(f"dataset {ds.name}/{split} has no items")
+        raise UserError(f"dataset {ds.name}/{split} has no items")
     selections = select_codecs(cfg.codecs)
     metrics = resolve_metrics(cfg.metrics)
     run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(ds.name, split)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cache = ReconCache(cfg.cache_dir)
-    run_id = run_dir.resolve().name
-    store = Store(run_dir / "results.sqlite")
-    manifest = build_manifest(cfg, ds, split, items, selections, metrics, str(cache.root))
-    manifest["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    store.put_run(run_id, manifest)
-    store.put_items(run_id, items)
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} exists and is not a folder")
+    return _Plan(ds, split, items, selections, metrics, run_dir)
 
-    done = store.done_results(run_id)
-    workers = cfg.workers or os.cpu_count() or 1
-    executor = (_InlineExecutor() if workers <= 1 else
-                cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                       initializer=_init_worker))
-    pending: dict[cf.Future, tuple] = {}
-    stats = {"pairs": 0, "cached_pairs": 0, "failed_pairs": 0}
 
-    from tqdm import tqdm
+def load_codecs(selections: list, device: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Load each selected codec once: (key -> fingerprint, key -> reason it could not be loaded)."""
+    fingerprints, errors = {}, {}
+    for sel in selections:
+        if sel.key in fingerprints or sel.key in errors:
+            continue
+        try:
+            fingerprints[sel.key] = sel.codec.load(device).fingerprint
+        except Exception as exc:  # noqa: BLE001 - recorded for each of its pairs; the run goes on
+            errors[sel.key] = f"{sel.key} could not be loaded: {type(exc).__name__}: {exc}"
+    return fingerprints, errors
 
-    bar = tqdm(total=len(items) * len(selections), unit="pair", disable=not cfg.progress, dynamic_ncols=True,
-               desc=f"{ds.name}/{split}")
 
-    def drain(block_until: int) -> None:
-        while len(pending) > block_until:
-            finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
+class _Run:
+    """One execution of a plan against a store: the per-item loop, the scoring pool, the counters."""
+
+    def __init__(self, cfg: RunConfig, plan: _Plan, store, run_id: str, cache):
+        self.cfg, self.plan, self.store, self.run_id, self.cache = cfg, plan, store, run_id, cache
+        self.done: set[tuple[str, str, str, str]] = set()  # filled after the identities are reconciled
+        self.workers = cfg.workers or os.cpu_count() or 1
+        self.pending: dict[cf.Future, tuple] = {}
+        self.codec_seen: set[str] = set()
+        self.fingerprints: dict[str, str] = {}
+        self.load_errors: dict[str, str] = {}
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(plan.items) * len(plan.selections), unit="pair", disable=not cfg.progress,
+                        dynamic_ncols=True, desc=f"{plan.ds.name}/{plan.split}")
+
+    def executor(self):
+        if self.workers <= 1:
+            return _InlineExecutor()
+        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(os.getpid(),))
+
+    def fail_pair(self, item, sel, metrics: list, reason: str, coded: dict | None = None) -> None:
+        if coded is None:
+            self.store.put_coded(self.run_id, {"item_id": item.id, "codec": sel.key, "op": sel.op.name,
+                                               "nominal_kbps": sel.op.nominal_kbps, "status": "failed", "error": reason})
+        rows, skipped = _failed_rows(item, sel, metrics, reason, coded)
+        self.store.put_results(self.run_id, rows)
+        self.store.put_skipped(self.run_id, skipped)
+
+    def collect(self, fut: cf.Future) -> None:
+        item, sel, coded, need = self.pending.pop(fut)
+        try:
+            out = fut.result()
+        except Exception as exc:  # noqa: BLE001 - a crashed worker fails this pair only
+            self.fail_pair(item, sel, need, f"scoring crashed: {type(exc).__name__}: {exc}", coded)
+        else:
+            rows = [{"item_id": item.id, "codec": sel.key, "op": sel.op.name, "metric": name,
+                     "nominal_kbps": sel.op.nominal_kbps, "measured_kbps": coded["measured_kbps"],
+                     "value": v, "status": "ok" if err is None else "failed", "error": err, "extra": extra}
+                    for name, (v, err, extra) in out["values"].items()]
+            skipped = [{"item_id": item.id, "codec": sel.key, "op": sel.op.name, "metric": name, "reason": reason}
+                       for name, reason in out["skipped"].items()]
+            self.store.put_results(self.run_id, rows)
+            self.store.put_skipped(self.run_id, skipped)
+        self.bar.update(1)
+
+    def drain(self, block_until: int) -> None:
+        while len(self.pending) > block_until:
+            finished, _ = cf.wait(list(self.pending), return_when=cf.FIRST_COMPLETED)
             for fut in finished:
-                item, sel, coded = pending.pop(fut)
-                try:
-                    out = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a crashed worker fails this pair only
-                    rows, skipped = _failed_rows(item, sel, metrics, f"scoring crashed: {type(exc).__name__}: {exc}", coded)
-                else:
-                    rows = [{"item_id": item.id, "codec": sel.key, "op": sel.op.name, "metric": name,
-                             "nominal_kbps": sel.op.nominal_kbps, "measured_kbps": coded["measured_kbps"],
-                             "value": v, "status": "ok" if err is None else "failed", "error": err, "extra": extra}
-                            for name, (v, err, extra) in out["values"].items()]
-                    skipped = [{"item_id": item.id, "codec": sel.key, "op": sel.op.name, "metric": name,
-                                "reason": reason} for name, reason in out["skipped"].items()]
-                store.put_results(run_id, rows)
-                store.put_skipped(run_id, skipped)
-                bar.update(1)
+                self.collect(fut)
 
-    codec_seen: set[str] = set()
-    try:
-        for item in items:
-            todo = {sel.label: [m for m in metrics if (item.id, sel.key, sel.op.name, m.name) not in done]
-                    for sel in selections}
-            if not any(todo.values()):
-                bar.update(len(selections))
-                continue
-            try:
-                ref, sr, notes = prepare_reference(item, cfg)
-            except ItemError as exc:
-                for sel in selections:
-                    if todo[sel.label]:
-                        store.put_coded(run_id, {"item_id": item.id, "codec": sel.key, "op": sel.op.name,
-                                                 "nominal_kbps": sel.op.nominal_kbps, "status": "failed",
-                                                 "error": str(exc)})
-                        rows, skipped = _failed_rows(item, sel, todo[sel.label], str(exc))
-                        store.put_results(run_id, rows)
-                        store.put_skipped(run_id, skipped)
-                    bar.update(1)
-                stats["failed_pairs"] += len(selections)
-                continue
-            if notes:
-                item.extra["notes"] = notes
-            item.duration_s = item.duration_s or ref.shape[-1] / sr
-            store.put_items(run_id, [item], {item.id: ref.shape[-1] / sr})
-            input_hash = array_hash(ref, sr)
-            for sel in selections:
-                need = todo[sel.label]
-                if not need:
-                    bar.update(1)
-                    continue
-                stats["pairs"] += 1
-                try:
-                    recon, coded = code_item(sel, ref, sr, input_hash, cache, cfg.device)
-                except Exception as exc:  # noqa: BLE001 - record and go on
-                    reason = f"{sel.label} failed on {item.path}: {type(exc).__name__}: {exc}"
-                    store.put_coded(run_id, {"item_id": item.id, "codec": sel.key, "op": sel.op.name,
-                                             "nominal_kbps": sel.op.nominal_kbps, "status": "failed", "error": reason})
-                    rows, skipped = _failed_rows(item, sel, need, reason)
-                    store.put_results(run_id, rows)
-                    store.put_skipped(run_id, skipped)
-                    stats["failed_pairs"] += 1
-                    bar.update(1)
-                    continue
-                coded["item_id"] = item.id
-                store.put_coded(run_id, coded)
-                if sel.key not in codec_seen:
-                    codec_seen.add(sel.key)
-                    store.put_codec_info(run_id, sel.key, _codec_info(sel.codec))
-                fut = executor.submit(score_task, ref, recon, sr, [m.name for m in need], item.to_dict(), cfg.align)
-                pending[fut] = (item, sel, coded)
-                drain(2 * workers)
-        drain(0)
-    except KeyboardInterrupt:
-        executor.shutdown(wait=False, cancel_futures=True)
-        bar.close()
-        store.close()
-        raise
-    executor.shutdown(wait=True)
-    bar.close()
-    for key in codec_seen:
-        sel = next(s for s in selections if s.key == key)
-        store.put_codec_info(run_id, key, _codec_info(sel.codec))
-    manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    manifest["counts"] = {"results": store.count("results", run_id), "skipped": store.count("skipped", run_id),
-                          "coded": store.count("coded", run_id)}
-    store.put_run(run_id, manifest)
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    store.close()
-    return run_dir
+    def run_item(self, item, executor) -> None:
+        from bench.audio import array_hash
+
+        todo = {sel.label: [m for m in self.plan.metrics if (item.id, sel.key, sel.op.name, m.name) not in self.done]
+                for sel in self.plan.selections}
+        if not any(todo.values()):
+            self.bar.update(len(self.plan.selections))
+            return
+        try:
+            ref, sr, notes = prepare_reference(item, self.cfg)
+        except ItemError as exc:
+            for sel in self.plan.selections:
+                if todo[sel.label]:
+                    self.fail_pair(item, sel, todo[sel.label], str(exc))
+                self.bar.update(1)
+            return
+        if notes:
+            item.extra["notes"] = notes
+        item.duration_s = item.duration_s or ref.shape[-1] / sr
+        self.store.put_items(self.run_id, [item], {item.id: ref.shape[-1] / sr})
+        input_hash = array_hash(ref, sr)
+        for sel in self.plan.selections:
+            need = todo[sel.label]
+            if need:
+                self.code_and_submit(item, sel, need, ref, sr, input_hash, executor)
+            else:
+                self.bar.update(1)
+
+    def code_and_submit(self, item, sel, need: list, ref, sr: int, input_hash: str, executor) -> None:
+        if sel.key in self.load_errors:
+            self.fail_pair(item, sel, need, self.load_errors[sel.key])
+            self.bar.update(1)
+            return
+        try:
+            recon, coded = code_item(sel, ref, sr, input_hash, self.cache, self.cfg.device,
+                                     self.fingerprints.get(sel.key))
+        except Exception as exc:  # noqa: BLE001 - record and go on
+            self.fail_pair(item, sel, need, f"{sel.label} failed on {item.path}: {type(exc).__name__}: {exc}")
+            self.bar.update(1)
+            return
+        coded["item_id"] = item.id
+        self.store.put_coded(self.run_id, coded)
+        if sel.key not in self.codec_seen:
+            self.codec_seen.add(sel.key)
+            self.store.put_codec_info(self.run_id, sel.key, _codec_info(sel.codec))
+        fut = executor.submit(score_task, ref, recon, sr, [m.name for m in need], item.to_dict(), self.cfg.align)
+        self.pending[fut] = (item, sel, coded, need)
+        self.drain(2 * self.workers)
+
+    def execute(self) -> None:
+        executor = self.executor()
+        try:
+            for item in self.plan.items:
+                self.run_item(item, executor)
+            self.drain(0)
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            self.bar.close()
+            raise
+        executor.shutdown(wait=True)
+        self.bar.close()
+        for key in self.codec_seen:
+            sel = next(s for s in self.plan.selections if s.key == key)
+            self.store.put_codec_info(self.run_id, key, _codec_info(sel.codec))
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def run_benchmark(cfg: RunConfig, *, say=_say) -> Path:
+    """Run (or resume) a benchmark; returns the run directory.
+
+    Resume is keyed by everything that decides a value: a rerun with other value settings is
+    refused (:class:`RunMismatchError`); rows whose item content, codec fingerprint or metric
+    version and code changed are discarded and recomputed; the rest are kept.
+    """
+    from bench.cache import ReconCache
+    from bench.store import Store
+
+    plan = plan_run(cfg)
+    cache = ReconCache(cfg.cache_dir, refresh=cfg.refresh)
+    run_id = plan.run_dir.resolve().name
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    with Store(plan.run_dir / "results.sqlite") as store:
+        current = value_settings(cfg, plan.ds, plan.split)
+        check_same_settings(store, run_id, plan.run_dir, current)
+        run = _Run(cfg, plan, store, run_id, cache)
+        run.fingerprints, run.load_errors = load_codecs(plan.selections, cfg.device)
+        codec_ids = dict(run.fingerprints, **{k: "unloadable" for k in run.load_errors})
+        reconcile(store, run_id, "codec", codec_ids, say=say)
+        reconcile(store, run_id, "metric", metric_identities(plan.metrics), say=say)
+        reconcile(store, run_id, "item", {it.id: item_fingerprint(it) for it in plan.items}, say=say)
+        run.done = set() if cfg.refresh else store.done_results(run_id)
+        manifest = build_manifest(cfg, plan.ds, plan.split, plan.items, plan.selections, plan.metrics, str(cache.root))
+        manifest.update(value_settings=current, codec_fingerprints=codec_ids,
+                        started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        store.put_run(run_id, manifest)
+        store.put_items(run_id, plan.items)
+        _write_manifest(plan.run_dir, manifest)
+        run.execute()
+        if cache.problems:
+            say(f"note: {len(cache.problems)} damaged cache entr{'y' if len(cache.problems) == 1 else 'ies'} "
+                f"recomputed ({cache.problems[0]}{' ...' if len(cache.problems) > 1 else ''})")
+        manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest["counts"] = {t: store.count(t, run_id) for t in ("results", "skipped", "coded")}
+        manifest["cache_problems"] = cache.problems
+        store.put_run(run_id, manifest)
+        _write_manifest(plan.run_dir, manifest)
+    return plan.run_dir
+
+
+def _write_manifest(run_dir: Path, manifest: dict) -> None:
+    tmp = run_dir / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, run_dir / "manifest.json")
 
 
 def _codec_info(codec) -> dict[str, Any]:
@@ -450,65 +664,92 @@ def _codec_info(codec) -> dict[str, Any]:
 
 # --- CLI ------------------------------------------------------------------------------------
 
-def _kv(pairs: Iterable[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise argparse.ArgumentTypeError(f"--dataset-opt expects key=value, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k] = v
-    return out
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from bench.argtypes import (
+        existing_file,
+        key_value,
+        non_negative_int,
+        optional_lufs,
+        positive_int,
+        torch_device,
+        writable_dir,
+    )
+
     p.add_argument("--codecs", default="all", help="'all', names, globs, NAME@OP, NAME:CHECKPOINT[@OP]; comma separated")
     p.add_argument("--dataset", default=None, help="dataset name (default: demo; with --split only, the dataset owning it)")
     p.add_argument("--split", default=None, help="dataset split, e.g. test-other (LibriTTS)")
     p.add_argument("--root", default=None, help="dataset root directory (else $BENCH_DATA_ROOT or the config file)")
-    p.add_argument("--dataset-opt", action="append", default=[], metavar="KEY=VALUE", help="dataset option (repeatable)")
+    p.add_argument("--dataset-opt", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                   help="dataset option (repeatable)")
     p.add_argument("--metrics", default=None, help=f"comma list, 'all' or 'default' ({','.join(DEFAULT_METRICS)})")
-    p.add_argument("--limit", type=int, default=None, help="seeded random subset of N items")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--items", default=None, help="file with one item id per line to restrict the run to")
-    p.add_argument("--out", default=None, help="run directory (default runs/DATASET-SPLIT)")
-    p.add_argument("--cache-dir", default=None, help="reconstruction cache (default $BENCH_CACHE_DIR/recon or ~/.cache/bench/recon)")
-    p.add_argument("--workers", type=int, default=None, help="metric worker processes (default: one per core)")
-    p.add_argument("--device", default="cpu", help="torch device for neural codecs (cpu, cuda)")
+    p.add_argument("--limit", type=positive_int, default=None, help="seeded random subset of N items")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--items", default=None, type=existing_file, help="file with one item id per line to restrict the run to")
+    p.add_argument("--out", default=None, type=writable_dir, help="run directory (default runs/DATASET-SPLIT)")
+    p.add_argument("--cache-dir", default=None, type=writable_dir,
+                   help="reconstruction cache (default $BENCH_CACHE_DIR/recon or ~/.cache/bench/recon)")
+    p.add_argument("--refresh", action="store_true",
+                   help="recode and rescore everything: ignore cached reconstructions and finished rows")
+    p.add_argument("--workers", type=positive_int, default=None, help="metric worker processes (default: one per core)")
+    p.add_argument("--device", default="cpu", type=torch_device, help="torch device for neural codecs (cpu, cuda, cuda:1)")
     p.add_argument("--channels", default="mono", choices=["mono", "first", "keep"], help="channel policy (default mono mixdown)")
-    p.add_argument("--loudness", default=None, help="normalise items to this LUFS before coding (e.g. -16); default off")
+    p.add_argument("--loudness", default=None, type=optional_lufs,
+                   help="normalise items to this LUFS before coding (-70..0, e.g. -16); default off")
     p.add_argument("--align", default="xcorr", choices=["xcorr", "report", "none"], help="delay alignment policy before intrusive metrics")
     p.add_argument("--no-progress", action="store_true")
 
 
+def read_item_ids(path: str) -> list[str]:
+    """One item id per line (blank lines and '#' comments ignored)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--items {path}: cannot read it ({exc})") from None
+    ids = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise UserError(f"--items {path}: lists no item ids")
+    return ids
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    item_ids = None
-    if args.items:
-        item_ids = [line.strip() for line in Path(args.items).read_text().splitlines() if line.strip()]
+    from bench.argtypes import check_env_dir
+
+    check_env_dir("BENCH_CACHE_DIR")
+    item_ids = read_item_ids(args.items) if args.items else None
     return RunConfig(codecs=args.codecs, dataset=args.dataset, split=args.split, root=args.root,
-                     dataset_options=_kv(args.dataset_opt), metrics=args.metrics, limit=args.limit, seed=args.seed,
+                     dataset_options=dict(args.dataset_opt), metrics=args.metrics, limit=args.limit, seed=args.seed,
                      item_ids=item_ids, out_dir=args.out, cache_dir=args.cache_dir, workers=args.workers,
-                     device=args.device, channel_policy=args.channels,
-                     loudness_lufs=None if args.loudness in (None, "none") else float(args.loudness),
-                     align=args.align, progress=not args.no_progress)
+                     device=args.device, channel_policy=args.channels, loudness_lufs=args.loudness,
+                     align=args.align, progress=not args.no_progress, refresh=args.refresh)
+
+
+def summarize(run_dir: Path) -> tuple[str, bool]:
+    """The closing line of a run (scored, failed and their commonest reasons) and whether anything scored."""
+    from collections import Counter
+
+    from bench.store import Store
+
+    with Store(run_dir / "results.sqlite", readonly=True) as store:
+        rid = store.run_ids()[-1]
+        rows = store.conn.execute("SELECT status, error FROM results WHERE run_id=?", (rid,)).fetchall()
+        n_skipped = store.count("skipped", rid)
+    n_ok = sum(1 for status, _ in rows if status == "ok")
+    reasons = Counter(err or "unknown" for status, err in rows if status != "ok")
+    line = f"{n_ok} results scored, {len(rows) - n_ok} failed, {n_skipped} not applicable in {run_dir}/results.sqlite"
+    if reasons:
+        top = "; ".join(f"{n} x {reason[:160]}" for reason, n in reasons.most_common(3))
+        line += f"\n  failures: {top}" + (f"; and {len(reasons) - 3} other reason(s)" if len(reasons) > 3 else "")
+    return line, n_ok > 0
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench.datasets.base import DataMissingError
-    from bench.registry import UnknownNameError
-
     cfg = config_from_args(args)
     t0 = time.perf_counter()
-    try:
-        run_dir = run_benchmark(cfg)
-    except (DataMissingError, UnknownNameError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from bench.store import Store
-
-    with Store(run_dir / "results.sqlite") as store:
-        rid = store.run_ids()[-1]
-        n = store.count("results", rid)
-        n_failed = store.conn.execute("SELECT COUNT(*) FROM results WHERE run_id=? AND status!='ok'", (rid,)).fetchone()[0]
-    print(f"{n} results ({n_failed} failed) in {run_dir}/results.sqlite  [{time.perf_counter() - t0:.1f} s]")
+    run_dir = run_benchmark(cfg)
+    line, any_scored = summarize(run_dir)
+    print(f"{line}  [{time.perf_counter() - t0:.1f} s]")
+    if not any_scored:
+        print("error: nothing was scored (every pair failed; reasons above)", file=sys.stderr)
+        return EXIT_NOTHING_SCORED
     print(f"next: bench report {run_dir}")
     return 0

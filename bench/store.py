@@ -8,6 +8,9 @@ Tables
              audio_s, status, error, cache_key   -- one row per encode/decode of an item
 ``results``  run_id, item_id, codec, op, metric, nominal_kbps, measured_kbps, value, status, error, extra
 ``skipped``  run_id, item_id, codec, op, metric, reason   -- metrics that do not apply (no result row)
+``identities`` run_id, kind (item/codec/metric), name, fingerprint -- what the rows of a run were
+             computed from: an item's content hash, a codec's fingerprint, a metric's version and
+             code. Resume compares them with the current ones and discards rows whose inputs changed.
 
 ``status`` is "ok" or "failed" (value NaN, ``error`` holds the reason). Writes are
 ``INSERT OR REPLACE`` on the primary key, so a resumed run never duplicates a row.
@@ -56,7 +59,17 @@ CREATE TABLE IF NOT EXISTS skipped (
 CREATE TABLE IF NOT EXISTS codec_info (
   run_id TEXT, codec TEXT, info TEXT, PRIMARY KEY (run_id, codec)
 );
+CREATE TABLE IF NOT EXISTS identities (
+  run_id TEXT, kind TEXT, name TEXT, fingerprint TEXT, PRIMARY KEY (run_id, kind, name)
+);
 """
+
+#: what each kind of identity keys: the column its rows are found by, and the tables holding them
+IDENTITY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "item": ("item_id", ("results", "skipped", "coded")),
+    "codec": ("codec", ("results", "skipped", "coded", "codec_info")),
+    "metric": ("metric", ("results", "skipped")),
+}
 
 
 class StoreError(UserError):
@@ -184,7 +197,44 @@ class Store:
             c.execute("INSERT OR REPLACE INTO codec_info VALUES (?,?,?)",
                       (run_id, codec, json.dumps(info, sort_keys=True, default=str)))
 
+    def put_identities(self, run_id: str, kind: str, fingerprints: dict[str, str]) -> None:
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO identities VALUES (?,?,?,?)",
+                          [(run_id, kind, name, fp) for name, fp in fingerprints.items()])
+
+    def discard(self, run_id: str, kind: str, names: Iterable[str]) -> int:
+        """Delete every row of this run computed from the named items, codecs or metrics; returns the count."""
+        column, tables = IDENTITY_KINDS[kind]
+        names = list(names)
+        n = 0
+        with self.transaction() as c:
+            for table in tables:
+                for name in names:
+                    n += c.execute(f"DELETE FROM {table} WHERE run_id=? AND {column}=?", (run_id, name)).rowcount
+            c.executemany("DELETE FROM identities WHERE run_id=? AND kind=? AND name=?",
+                          [(run_id, kind, name) for name in names])
+        return n
+
     # --- reads ----------------------------------------------------------------------------
+    def identities(self, run_id: str, kind: str) -> dict[str, str]:
+        """name -> fingerprint of the stored rows' inputs (empty for runs made before identities existed)."""
+        if "identities" not in self.tables():
+            return {}
+        rows = self.conn.execute("SELECT name, fingerprint FROM identities WHERE run_id=? AND kind=?", (run_id, kind))
+        return dict(rows.fetchall())
+
+    def tables(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def names_in(self, run_id: str, kind: str) -> set[str]:
+        """Distinct items, codecs or metrics that have rows in this run."""
+        column, tables = IDENTITY_KINDS[kind]
+        out: set[str] = set()
+        for table in tables:
+            if table != "codec_info":
+                out |= {r[0] for r in self.conn.execute(f"SELECT DISTINCT {column} FROM {table} WHERE run_id=?", (run_id,))}
+        return out
+
     def done_results(self, run_id: str) -> set[tuple[str, str, str, str]]:
         """Keys (item, codec, op, metric) already scored or skipped in this run: the resume set."""
         rows = self.conn.execute("SELECT item_id, codec, op, metric FROM results WHERE run_id=? "

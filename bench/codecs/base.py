@@ -141,6 +141,13 @@ class Codec(ABC):
 
     #: registry key, used in bitstream headers and cache keys
     name: str = ""
+    #: bump when the output changes in a way the adapter's code does not show (a data file, a
+    #: backend switch); the code of the adapter's modules and of its network is hashed anyway
+    adapter_version: str = "1"
+    #: extra modules whose code decides the output, beyond the class's own and its network's
+    fingerprint_modules: tuple[str, ...] = ()
+    #: installed distributions whose versions decide the output
+    fingerprint_packages: tuple[str, ...] = ("numpy", "torch")
 
     def __init__(self, checkpoint: str | None = None):
         self.checkpoint = checkpoint
@@ -161,6 +168,60 @@ class Codec(ABC):
     def num_parameters(self) -> int | None:
         """Trainable parameter count for neural codecs; None for reference codecs."""
         return None
+
+    # --- identity -----------------------------------------------------------------------
+    def fingerprint_params(self) -> dict[str, Any]:
+        """Constructor parameters that decide the output: the instance's plain public attributes.
+
+        A plugin codec that keeps its settings elsewhere overrides this.
+        """
+        plain = (bool, int, float, str, type(None))
+        skip = {"checkpoint"}  # the weights hash stands for the checkpoint
+        return {k: v for k, v in sorted(vars(self).items())
+                if not k.startswith("_") and k not in skip and isinstance(v, plain)}
+
+    def fingerprint_info(self) -> dict[str, Any]:
+        """Everything that decides this codec's output, as plain data (recorded in run manifests).
+
+        The adapter's class, version and code (docstrings ignored), the code of its network's
+        modules (after ``load``), its parameters and operating points, the weights or backend
+        version (``checkpoint_hash``), the device type, and the versions of the packages it runs on.
+        """
+        from bench.fingerprint import (
+            class_modules,
+            package_versions,
+            source_fingerprint,
+        )
+
+        cls = type(self)
+        modules = set(class_modules(cls)) | set(self.fingerprint_modules)
+        for net in self._networks():
+            modules |= {type(m).__module__ for m in net.modules() if not type(m).__module__.startswith("torch")}
+        spec = self.spec
+        return {
+            "codec": self.name, "adapter": f"{cls.__module__}.{cls.__qualname__}",
+            "adapter_version": self.adapter_version, "code": source_fingerprint(modules),
+            "weights": self.checkpoint_hash, "device": self.device.type,
+            "params": self.fingerprint_params(),
+            "spec": {"sample_rate_hz": spec.sample_rate_hz, "channels": spec.channels,
+                     "operating_points": [[p.name, p.nominal_kbps, p.kind, p.params] for p in spec.operating_points]},
+            "packages": package_versions(self.fingerprint_packages),
+        }
+
+    def _networks(self) -> list[torch.nn.Module]:
+        """The loaded networks held by this codec (attributes that are modules, or dicts/lists of them)."""
+        nets = []
+        for value in vars(self).values():
+            values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            nets += [v for v in values if isinstance(v, torch.nn.Module)]
+        return nets
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of :meth:`fingerprint_info`: the codec part of every cache key and resume check."""
+        from bench.fingerprint import digest
+
+        return digest(self.fingerprint_info(), length=24)
 
     # --- lifecycle ----------------------------------------------------------------------
     def load(self, device: str | torch.device = "cpu") -> "Codec":

@@ -323,6 +323,7 @@ class PyAVCodec(Codec):
     delay_search_samples: int = 0
     #: (library file name fragment, C function returning its version) for :attr:`checkpoint_hash`
     backend_library: tuple[str, str] = ("", "")
+    fingerprint_packages = ("numpy", "torch", "av")
 
     # --- subclass hooks -----------------------------------------------------------------
     @abstractmethod

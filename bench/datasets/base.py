@@ -64,7 +64,7 @@ class Dataset(ABC):
         if self.splits and split not in self.splits:
             from bench.registry import did_you_mean
 
-            raise ValueError(f"{self.name} has no split {split!r}.{did_you_mean(split, list(self.splits))}")
+            raise UserError(f"{self.name} has no split {split!r}.{did_you_mean(split, list(self.splits))}")
         return split
 
 

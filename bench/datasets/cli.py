@@ -17,27 +17,31 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.argtypes import key_value
+from bench.errors import UserError
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["ls", "download", "verify"], help="what to do")
     p.add_argument("name", nargs="?", default=None, help="dataset name (see `bench data ls`)")
     p.add_argument("--split", default=None, help="split (default: the dataset's default split)")
     p.add_argument("--root", default=None, help="data root (else $BENCH_DATA_ROOT, the config file, or the default)")
-    p.add_argument("--dataset-opt", action="append", default=[], metavar="KEY=VALUE", help="dataset option (repeatable)")
-    p.add_argument("--mirror", default=None, help="download from this base URL instead (same file names)")
+    p.add_argument("--dataset-opt", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                   help="dataset option (repeatable)")
+    p.add_argument("--mirror", default=None, type=base_url, help="download from this base URL instead (same file names)")
     p.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive after unpacking")
     p.add_argument("--force", action="store_true", help="download and unpack again even if the data is present")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--dataset-opt expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
+def base_url(text: str) -> str:
+    """An http(s) or file URL to download from."""
+    from urllib.parse import urlparse
+
+    parts = urlparse(text)
+    if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
+        raise argparse.ArgumentTypeError(f"expected an http(s):// or file:// URL, got {text!r}")
+    return text
 
 
 def _dataset(name: str, options: dict[str, str]):
@@ -47,7 +51,7 @@ def _dataset(name: str, options: dict[str, str]):
     if options:
         configure = getattr(ds, "configure", None)
         if configure is None:
-            raise ValueError(f"dataset {name!r} takes no options (got {sorted(options)})")
+            raise UserError(f"dataset {name!r} takes no options (got {sorted(options)})")
         ds = configure(**options)
     return ds
 
@@ -116,19 +120,9 @@ def _verify(args: argparse.Namespace, ds) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench.datasets._common import DatasetOptionError
-    from bench.datasets.base import DataMissingError
-    from bench.datasets.download import DownloadError
-    from bench.registry import UnknownNameError
-
-    try:
-        if args.action == "ls":
-            return _ls(args)
-        if not args.name:
-            print(f"error: bench data {args.action} needs a dataset name (see `bench data ls`)", file=sys.stderr)
-            return 2
-        ds = _dataset(args.name, _options(args.dataset_opt))
-        return _download(args, ds) if args.action == "download" else _verify(args, ds)
-    except (DataMissingError, DownloadError, UnknownNameError, DatasetOptionError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.action == "ls":
+        return _ls(args)
+    if not args.name:
+        raise UserError(f"bench data {args.action} needs a dataset name (see `bench data ls`)")
+    ds = _dataset(args.name, dict(args.dataset_opt))
+    return _download(args, ds) if args.action == "download" else _verify(args, ds)

@@ -73,6 +73,25 @@ class MetricSpec:
         return True, ""
 
 
+#: harness modules between the pair of signals and the metric function (alignment, resampling,
+#: the call wrapper): their code decides every metric's values too
+SCORING_MODULES = ("bench.scoring", "bench.metrics.base", "bench.audio")
+
+
+def metric_fingerprint(spec: MetricSpec) -> str:
+    """Hash of what decides a metric's values: name, version, its code and the scoring path's, backend versions.
+
+    Resume discards a run's rows of a metric whose fingerprint changed, so a value computed by
+    other code or another backend release is never kept beside new ones. Docstrings and comments
+    do not count (see ``bench.fingerprint``).
+    """
+    from bench.fingerprint import digest, package_versions, source_fingerprint
+
+    modules = {getattr(spec.fn, "__module__", None) or "bench.metrics.base", *SCORING_MODULES}
+    return digest({"name": spec.name, "version": spec.version, "code": source_fingerprint(modules),
+                   "packages": package_versions(spec.requires)}, length=24)
+
+
 def register_metric(spec: MetricSpec) -> MetricSpec:
     return METRICS.register(spec.name, spec)
 

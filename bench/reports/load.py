@@ -112,7 +112,10 @@ def resolve_db(run_dir: str | Path) -> Path:
         return p
     db = p / "results.sqlite"
     if not db.exists():
-        raise FileNotFoundError(f"{p}: no results.sqlite here; is this a run directory made by 'bench run'?")
+        from bench.store import StoreError
+
+        what = "no such folder" if not p.exists() else "no results.sqlite here"
+        raise StoreError(f"{p}: {what}; is this a run directory made by 'bench run'?")
     return db
 
 
@@ -120,17 +123,17 @@ def load_run(run_dir: str | Path, run_id: str | None = None) -> RunData:
     """Load the latest run (or ``run_id``) of a run directory."""
     import pandas as pd
 
-    from bench.store import Store
+    from bench.store import Store, StoreError
 
     db = resolve_db(run_dir)
-    with Store(db) as store:
+    with Store(db, readonly=True) as store:
         ids = store.run_ids()
         if not ids:
-            raise ValueError(f"{db}: contains no runs")
+            raise StoreError(f"{db}: contains no runs")
         if run_id is None:
             run_id = ids[-1]
         elif run_id not in ids:
-            raise ValueError(f"{db}: no run {run_id!r}; runs here: {', '.join(ids)}")
+            raise StoreError(f"{db}: no run {run_id!r}; runs here: {', '.join(ids)}")
         manifest = store.manifest(run_id)
         items = store.frame("items", run_id)
         coded = store.frame("coded", run_id)

@@ -13,6 +13,15 @@ import importlib
 import pkgutil
 import sys
 
+from bench.argtypes import (
+    OneLineParser,
+    float_range,
+    non_negative_int,
+    positive_int,
+    torch_device,
+    writable_dir,
+)
+
 NOT_MODELS = {"cli", "loop", "data", "losses", "checkpoint", "discriminators"}
 
 
@@ -33,28 +42,28 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="named model config (e.g. small, tiny, 24k)")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
                    help="audio folders (speech/ music/ general/ sub-folders become groups; NAME=DIR names one)")
-    p.add_argument("--steps", type=int, required=True, help="total training steps (including resumed ones)")
-    p.add_argument("--out", required=True, help="output folder: checkpoints, training state, loss log")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--steps", type=positive_int, required=True, help="total training steps (including resumed ones)")
+    p.add_argument("--out", required=True, type=writable_dir, help="output folder: checkpoints, training state, loss log")
+    p.add_argument("--device", default=None, type=torch_device, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
-    p.add_argument("--batch-size", type=int, default=None, help="items per step per process (default: per config)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-threads", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None, help="items per step per process (default: per config)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--num-threads", type=positive_int, default=None,
                    help="torch CPU threads (set 1 on shared machines)")
-    p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
-    p.add_argument("--validate-every", type=int, default=250, help="steps between validations (0: never)")
-    p.add_argument("--log-every", type=int, default=10, help="steps averaged per loss-log line")
-    p.add_argument("--holdout-fraction", type=float, default=0.02,
+    p.add_argument("--checkpoint-every", type=positive_int, default=250, help="steps between checkpoints")
+    p.add_argument("--validate-every", type=non_negative_int, default=250, help="steps between validations (0: never)")
+    p.add_argument("--log-every", type=positive_int, default=10, help="steps averaged per loss-log line")
+    p.add_argument("--holdout-fraction", type=float_range(0.0, 0.5), default=0.02,
                    help="share of each group's files held out for validation (at least one unit per group)")
-    p.add_argument("--val-per-group", type=int, default=6, help="validation clips per group")
-    p.add_argument("--val-duration-s", type=float, default=3.0, help="length of each validation clip")
+    p.add_argument("--val-per-group", type=non_negative_int, default=6, help="validation clips per group")
+    p.add_argument("--val-duration-s", type=float_range(0.1, 60.0), default=3.0, help="length of each validation clip")
     p.add_argument("--half", action="store_true", help="store exported weights as float16")
     p.add_argument("--data-licence", action="append", default=[], metavar="TEXT",
                    help="licence note for the card (repeatable); known corpora are named automatically")
 
 
 def build_model_parser(model: str, module) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"bench train {model}", description=(module.__doc__ or "").strip())
+    p = OneLineParser(prog=f"bench train {model}", description=(module.__doc__ or "").strip())
     add_common_arguments(p)
     adder = getattr(module, "add_model_arguments", None)
     if adder is not None:

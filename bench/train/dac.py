@@ -23,15 +23,38 @@ from pathlib import Path
 
 import torch
 
+from bench.argtypes import float_range, non_negative_int
 from bench.codecs.nn.dac_model import CONFIGS, DAC, DACConfig, count_parameters
 from bench.train.checkpoint import module_tensors, save_checkpoint
-from bench.train.data import (ExcerptSampler, describe_data, scan, split_holdout, validation_clips)
+from bench.train.data import (
+    ExcerptSampler,
+    describe_data,
+    scan,
+    split_holdout,
+    validation_clips,
+)
 from bench.train.discriminators import Discriminator, DiscriminatorConfig
-from bench.train.loop import (CsvLog, clip_gradients, device_description, git_commit, load_training_state,
-                              make_optimizer, make_scheduler, save_training_state, setup_distributed,
-                              train_loop, unwrap, wrap_ddp)
-from bench.train.losses import (LossWeights, discriminator_loss, feature_matching_loss,
-                                generator_adversarial_loss, weighted_total)
+from bench.train.loop import (
+    CsvLog,
+    clip_gradients,
+    device_description,
+    git_commit,
+    load_training_state,
+    make_optimizer,
+    make_scheduler,
+    save_training_state,
+    setup_distributed,
+    train_loop,
+    unwrap,
+    wrap_ddp,
+)
+from bench.train.losses import (
+    LossWeights,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    weighted_total,
+)
 
 MODEL = "dac"
 GEN_GRAD_CLIP = 1e3
@@ -61,10 +84,10 @@ RECIPES: dict[str, Recipe] = {
 
 
 def add_model_arguments(p: argparse._ArgumentGroup) -> None:
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (generator and discriminator)")
-    p.add_argument("--excerpt-s", type=float, default=None, help="excerpt length (default 0.38 s)")
-    p.add_argument("--quantizer-dropout", type=float, default=None, help="override the config's 0.5")
-    p.add_argument("--adv-start-step", type=int, default=0,
+    p.add_argument("--lr", type=float_range(0.0, lo_open=True), default=1e-4, help="AdamW learning rate (generator and discriminator)")
+    p.add_argument("--excerpt-s", type=float_range(0.0, lo_open=True), default=None, help="excerpt length (default 0.38 s)")
+    p.add_argument("--quantizer-dropout", type=float_range(0.0, 1.0), default=None, help="override the config's 0.5")
+    p.add_argument("--adv-start-step", type=non_negative_int, default=0,
                    help="train without the discriminator (mel + VQ losses only) up to this step; 0 = the DAC "
                         "recipe (adversarial from the start)")
 

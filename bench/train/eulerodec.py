@@ -31,12 +31,33 @@ from pathlib import Path
 
 import torch
 
-from bench.codecs.nn.eulerodec_model import EuleroDec, EuleroDecConfig, get_config, model_state_for_saving
+from bench.argtypes import float_range, non_negative_int, positive_int
+from bench.codecs.nn.eulerodec_model import (
+    EuleroDec,
+    EuleroDecConfig,
+    get_config,
+    model_state_for_saving,
+)
 from bench.train.checkpoint import save_checkpoint
-from bench.train.data import ExcerptSampler, describe_data, scan, split_holdout, validation_clips
-from bench.train.loop import (CsvLog, clip_gradients, device_description, git_commit, load_training_state,
-                              make_optimizer, make_scheduler, save_training_state, setup_distributed,
-                              train_loop)
+from bench.train.data import (
+    ExcerptSampler,
+    describe_data,
+    scan,
+    split_holdout,
+    validation_clips,
+)
+from bench.train.loop import (
+    CsvLog,
+    clip_gradients,
+    device_description,
+    git_commit,
+    load_training_state,
+    make_optimizer,
+    make_scheduler,
+    save_training_state,
+    setup_distributed,
+    train_loop,
+)
 
 MODEL = "eulerodec"
 GRAD_CLIP = 10.0
@@ -68,19 +89,19 @@ class LossWeights:
 
 
 def add_model_arguments(p: argparse._ArgumentGroup) -> None:
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default per config)")
-    p.add_argument("--lr-gamma", type=float, default=0.99995, help="exponential LR decay per step")
-    p.add_argument("--excerpt-s", type=float, default=None, help="excerpt length in seconds (default per config)")
-    p.add_argument("--kmeans-seconds", type=float, default=0.0,
+    p.add_argument("--lr", type=float_range(0.0, lo_open=True), default=None, help="AdamW learning rate (default per config)")
+    p.add_argument("--lr-gamma", type=float_range(0.0, 1.0, lo_open=True), default=0.99995, help="exponential LR decay per step")
+    p.add_argument("--excerpt-s", type=float_range(0.0, lo_open=True), default=None, help="excerpt length in seconds (default per config)")
+    p.add_argument("--kmeans-seconds", type=float_range(0.0), default=0.0,
                    help="refit the codebooks by k-means on this much training audio (encoder latents) when the "
                         "run starts and every --kmeans-every steps (0: off, EMA only)")
-    p.add_argument("--kmeans-every", type=int, default=0, help="steps between k-means refits (0: only at the start)")
-    p.add_argument("--kmeans-iters", type=int, default=5, help="Lloyd iterations per stage and refit")
+    p.add_argument("--kmeans-every", type=non_negative_int, default=0, help="steps between k-means refits (0: only at the start)")
+    p.add_argument("--kmeans-iters", type=positive_int, default=5, help="Lloyd iterations per stage and refit")
     p.add_argument("--kmeans-pool", choices=("excerpts", "files"), default="excerpts",
                    help="k-means latents from random training excerpts, or from whole training files (each once)")
     p.add_argument("--kmeans-weight-by", choices=("frame", "residual"), default="frame",
                    help="k-means weights from each frame's energy or from the energy of the stage's residual")
-    p.add_argument("--codebook-weight-power", type=float, default=None,
+    p.add_argument("--codebook-weight-power", type=float_range(0.0), default=None,
                    help="override the config's inverse-energy weighting power of EMA updates and k-means refits")
     p.add_argument("--frozen-norm-stats", action="store_true",
                    help="whitening layers normalise with their running statistics while training (as at inference), "

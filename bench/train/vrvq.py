@@ -29,15 +29,38 @@ from pathlib import Path
 
 import torch
 
+from bench.argtypes import float_range, non_negative_int
 from bench.codecs.nn.dac_model import count_parameters
 from bench.codecs.nn.vrvq_model import CONFIGS, VRVQ, VRVQConfig
-from bench.train.checkpoint import CheckpointError, load_checkpoint, module_tensors, save_checkpoint
+from bench.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    module_tensors,
+    save_checkpoint,
+)
 from bench.train.dac import RECIPES as DAC_RECIPES
 from bench.train.dac import DACTrainer
-from bench.train.data import ExcerptSampler, describe_data, scan, split_holdout, validation_clips
+from bench.train.data import (
+    ExcerptSampler,
+    describe_data,
+    scan,
+    split_holdout,
+    validation_clips,
+)
 from bench.train.discriminators import Discriminator, DiscriminatorConfig
-from bench.train.loop import (CsvLog, device_description, git_commit, load_training_state, make_optimizer,
-                              make_scheduler, save_training_state, setup_distributed, train_loop, unwrap, wrap_ddp)
+from bench.train.loop import (
+    CsvLog,
+    device_description,
+    git_commit,
+    load_training_state,
+    make_optimizer,
+    make_scheduler,
+    save_training_state,
+    setup_distributed,
+    train_loop,
+    unwrap,
+    wrap_ddp,
+)
 from bench.train.losses import LossWeights
 
 MODEL = "vrvq"
@@ -75,17 +98,17 @@ def get_recipe(name: str) -> Recipe:
 
 
 def add_model_arguments(p: argparse._ArgumentGroup) -> None:
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (generator and discriminator)")
-    p.add_argument("--excerpt-s", type=float, default=None, help="excerpt length (default 0.38 s)")
-    p.add_argument("--adv-start-step", type=int, default=0,
+    p.add_argument("--lr", type=float_range(0.0, lo_open=True), default=1e-4, help="AdamW learning rate (generator and discriminator)")
+    p.add_argument("--excerpt-s", type=float_range(0.0, lo_open=True), default=None, help="excerpt length (default 0.38 s)")
+    p.add_argument("--adv-start-step", type=non_negative_int, default=0,
                    help="train without the discriminator (mel + VQ + rate terms only) up to this step; 0 = the "
                         "DAC recipe (adversarial from the start)")
-    p.add_argument("--importance-lr", type=float, default=None,
+    p.add_argument("--importance-lr", type=float_range(0.0, lo_open=True), default=None,
                    help="learning rate of the importance net (default: --lr, as in the paper)")
-    p.add_argument("--rate-weight", type=float, default=2.0, help="lambda of the rate term lambda x mean(p)")
+    p.add_argument("--rate-weight", type=float_range(0.0), default=2.0, help="lambda of the rate term lambda x mean(p)")
     p.add_argument("--surrogate", choices=("logcosh", "saturated"), default="logcosh",
                    help="gradient surrogate of the mask: the paper's log-cosh, or the baseline saturated identity")
-    p.add_argument("--alpha", type=float, default=2.0, help="log-cosh surrogate sharpness")
+    p.add_argument("--alpha", type=float_range(0.0, lo_open=True), default=2.0, help="log-cosh surrogate sharpness")
     p.add_argument("--init-from", default=None, metavar="DAC_CKPT",
                    help="warm-start from a DAC checkpoint (dac_<config>.safetensors or a DAC train_state) "
                         "of the same backbone config")
