@@ -75,6 +75,20 @@ def test_bad_options_and_missing(tree, tmp_path):
     assert ds.options["domain"] is None  # configure returned a copy
 
 
+def test_symlink_loops_and_duplicate_links_list_each_file_once(tmp_path):
+    """One file plus a link back to an ancestor used to become 41 items (os.walk followlinks)."""
+    clips = tmp_path / "clips"
+    _tone(clips / "sub" / "one.wav")
+    (clips / "sub" / "back").symlink_to(clips)
+    (clips / "same.wav").symlink_to(clips / "sub" / "one.wav")
+    outside = tmp_path / "elsewhere"
+    _tone(outside / "far.wav")
+    (clips / "ext1").symlink_to(outside)
+    (clips / "ext2").symlink_to(outside)
+    items = list(DATASETS.get("folder").configure(domain="speech").items(None, clips))
+    assert [it.id for it in items] == ["ext1/far", "sub/one"]
+
+
 def test_bench_run_folder_end_to_end(tmp_path, monkeypatch):
     """A user's folder of mixed formats (MP3, Ogg, 24-bit FLAC) with a sidecar transcript."""
     import shutil

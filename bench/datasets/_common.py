@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 from bench.datasets.base import DataMissingError, Dataset
 from bench.errors import UserError
+from bench.fswalk import list_audio_files
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".aif", ".aiff")
 DOMAINS = ("speech", "music", "general")
@@ -90,15 +91,11 @@ def missing_data(name: str, split: str | None, root: Path | None, what: str, exp
 
 
 def audio_files(directory: Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Audio files under ``directory``, recursively, hidden ones skipped, sorted by relative path."""
-    exts = tuple(e.lower() for e in extensions)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(exts):
-                out.append(Path(dirpath) / f)
-    return sorted(out, key=lambda p: p.relative_to(directory).as_posix())
+    """Audio files under ``directory``, recursively, hidden ones skipped, sorted by relative path.
+
+    Each real file once, no symlink loops: the rules of :func:`bench.fswalk.list_audio_files`.
+    """
+    return list_audio_files(directory, extensions)
 
 
 def read_text(path: Path) -> str:

@@ -9,8 +9,14 @@
   checked while unpacking) are what protect the user; :class:`Resource` says which.
   A mismatch deletes the ``.part`` file (it cannot be resumed into anything good) and raises
   :class:`ChecksumError` naming both digests.
+* **Limits.** ``timeout_s`` bounds each socket read and an overall deadline bounds the whole
+  download (default ``max(10 min, expected size / 100 kB/s)``, a parameter): past it the ``.part``
+  stays, to resume. A body longer than expected (the manifest's ``size_bytes`` or the server's
+  Content-Length, whichever is smaller) is stopped and its ``.part`` removed; a ``.part`` already
+  longer than ``size_bytes``, or a ``206`` reply starting elsewhere than asked, restarts from zero.
 * **Atomic unpack.** Archives are extracted into a hidden temporary directory next to the
   destination, member paths checked (no absolute paths, no ``..``, no links leaving the tree),
+  the unpacked size capped (default 20x the archive, at least 256 MiB: zip and tar bombs),
   then renamed into place. A corrupt archive fails during extraction and the temporary
   directory is removed: no half-unpacked data is ever visible under the data root.
 * **Receipts.** A successful fetch writes ``<root>/.bench/receipts/<name>.json`` (URL, digests,
@@ -36,6 +42,14 @@ from typing import Callable
 from bench.errors import UserError
 
 CHUNK_BYTES = 1 << 20
+#: default deadline of one download: at least this long, or the expected size at this rate
+DEADLINE_MIN_S = 600.0
+DEADLINE_MIN_RATE_BPS = 100_000
+#: an archive may unpack to at most this many times its own size (and always to this floor)
+UNPACK_MAX_RATIO = 20
+UNPACK_MIN_CAP_BYTES = 256 << 20
+#: what each archive member costs against that cap on top of its data (one tar header)
+MEMBER_OVERHEAD_BYTES = 512
 USER_AGENT = "bench-codec-harness/0.1 (+https://github.com/; dataset downloader)"
 
 
@@ -49,6 +63,10 @@ class ChecksumError(DownloadError):
 
 class UnpackError(DownloadError):
     """The archive is corrupt or unsafe; nothing was unpacked."""
+
+
+class TransferAborted(DownloadError):
+    """A transfer stopped on purpose (past its deadline, or longer than expected); not retried."""
 
 
 @dataclass(frozen=True)
@@ -139,13 +157,192 @@ def _open(url: str, start: int, timeout_s: float):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
 
 
+def default_deadline_s(expected_bytes: int | None) -> float:
+    """The default time limit of one download: ``DEADLINE_MIN_S``, or longer for a big file
+    (its expected size at ``DEADLINE_MIN_RATE_BPS``)."""
+    return max(DEADLINE_MIN_S, (expected_bytes or 0) / DEADLINE_MIN_RATE_BPS)
+
+
+def _announced_total(resp, have: int) -> int | None:
+    """The file size the server's reply implies (bytes already held + Content-Length), if it says."""
+    try:
+        return have + int(resp.headers.get("Content-Length"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _range_start(resp) -> int | None:
+    """The first byte of a ``206`` reply, from ``Content-Range: bytes S-E/T`` (None when absent)."""
+    value = resp.headers.get("Content-Range") or ""
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass
+class _Transfer:
+    """One ``download_file`` call: the ``.part`` file, the deadline and the size it must not pass."""
+
+    resource: Resource
+    part: Path
+    deadline_s: float | None
+    timeout_s: float
+    progress: bool
+    on_chunk: Callable[[int], None] | None
+    started: float = field(default_factory=time.monotonic)
+    expected: int | None = None  # the size the finished file should have, once known
+
+    def __post_init__(self) -> None:
+        self.expected = self.resource.size_bytes
+
+    def have(self) -> int:
+        return self.part.stat().st_size if self.part.exists() else 0
+
+    def limit_s(self) -> float:
+        return self.deadline_s if self.deadline_s is not None else default_deadline_s(self.expected)
+
+    def check_deadline(self) -> None:
+        """Raise TransferAborted once the whole call has run past its deadline (the ``.part`` stays)."""
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.limit_s():
+            raise TransferAborted(
+                f"{self.resource.filename}: not complete after {elapsed:.1f} s (deadline {self.limit_s():g} s, "
+                f"{self.have()} bytes so far): the server is too slow; rerun the same command to resume")
+
+    def remaining_s(self) -> float:
+        return self.limit_s() - (time.monotonic() - self.started)
+
+    def socket_timeout_s(self) -> float:
+        """The per-read timeout: ``timeout_s``, but never past the deadline by much."""
+        return max(0.05, min(self.timeout_s, self.remaining_s()))
+
+    def oversize(self, message: str) -> TransferAborted:
+        """Remove the ``.part`` (its bytes are not the expected file's) and say why."""
+        self.part.unlink(missing_ok=True)
+        return TransferAborted(f"{self.resource.filename}: {message}; stopped, and the partial file was removed")
+
+    def start_offset(self, resp, have: int) -> int:
+        """Where the reply's body starts in the file: 0 when the server ignored the Range header."""
+        if not have:
+            return 0
+        status = getattr(resp, "status", 200)
+        if status == 200:
+            return 0
+        start = _range_start(resp)
+        if status == 206 and start is not None and start != have:
+            self.part.unlink(missing_ok=True)
+            raise DownloadError(f"asked for bytes from {have}, the server sent bytes from {start}; restarting")
+        return have
+
+    def total_for(self, resp, have: int) -> int | None:
+        """The size to stop at: the smaller of the announced and the manifest's size, whichever are known."""
+        announced, manifest = _announced_total(resp, have), self.resource.size_bytes
+        if announced is not None and manifest is not None and announced > manifest:
+            raise self.oversize(f"the server announces {announced} bytes, more than the {manifest} expected "
+                                f"(from {self.resource.url})")
+        known = [n for n in (announced, manifest) if n is not None]
+        if known:
+            self.expected = min(known)
+        return min(known) if known else None
+
+    def stream(self, resp, have: int, total: int | None) -> int:
+        """Append the body to the ``.part``, never past ``total``, within the deadline; bytes held after."""
+        read = getattr(resp, "read1", resp.read)  # read1: whatever arrived, so a trickle cannot stall the checks
+        bar = _bar(total, self.resource.filename, self.progress)
+        bar.update(have)
+        try:
+            with open(self.part, "ab" if have else "wb") as out:
+                for block in iter(lambda: read(CHUNK_BYTES), b""):
+                    if total is not None and have + len(block) > total:
+                        break
+                    out.write(block)
+                    have += len(block)
+                    bar.update(len(block))
+                    if self.on_chunk is not None:
+                        self.on_chunk(have)
+                    self.check_deadline()
+                else:
+                    return have
+        finally:
+            bar.close()
+        raise self.oversize(f"the server sent more than the {total} bytes expected")
+
+    def attempt(self, url: str) -> None:
+        """One request: resume from the ``.part``; raise DownloadError when the body ends early."""
+        have = self.have()
+        with _open(url, have, self.socket_timeout_s()) as resp:
+            have = self.start_offset(resp, have)
+            total = self.total_for(resp, have)
+            have = self.stream(resp, have, total)
+        if total is not None and have < total:
+            raise DownloadError(f"connection closed at {have} of {total} bytes")
+
+
+def _drop_oversized_part(part: Path, resource: Resource) -> None:
+    """A ``.part`` already longer than the published size cannot become the file: start over."""
+    if resource.size_bytes is not None and part.exists() and part.stat().st_size > resource.size_bytes:
+        part.unlink()
+
+
+def _http_error(exc: urllib.error.HTTPError, transfer: _Transfer, url: str, dest_dir: Path) -> str:
+    """What an HTTP error means: ``"done"`` (a 416 on a complete ``.part``), ``"next"`` (a 404: try the
+    next mirror), ``"retry"`` (5xx) or ``"fail"``; raises DownloadError with advice on 401/403."""
+    if exc.code == 416 and transfer.have():  # nothing left to fetch: the .part is already complete
+        return "done"
+    name = transfer.resource.filename
+    if exc.code in (401, 403):
+        raise DownloadError(
+            f"{url}: HTTP {exc.code} (access denied). Some corpora need you to request access on the "
+            f"host's page first; download {name} by hand into {dest_dir} and rerun "
+            f"this command to verify and unpack it.") from exc
+    if exc.code == 404:
+        return "next"
+    return "retry" if exc.code >= 500 else "fail"
+
+
+def _transfer_with_retries(transfer: _Transfer, urls: tuple[str, ...], retries: int, dest_dir: Path) -> None:
+    """Run attempts (mirrors on 404, backoff on errors) until the ``.part`` is complete or give up."""
+    errors: list[str] = []
+    attempt = url_index = 0
+    while True:
+        transfer.check_deadline()
+        url = urls[url_index]
+        try:
+            transfer.attempt(url)
+            return
+        except urllib.error.HTTPError as exc:
+            errors.append(f"{url}: HTTP {exc.code}")
+            verdict = _http_error(exc, transfer, url, dest_dir)
+            if verdict == "done":
+                return
+            if verdict == "next" and url_index + 1 < len(urls):
+                url_index += 1
+                continue
+            if verdict in ("next", "fail"):
+                raise DownloadError(f"cannot download {transfer.resource.filename}: {'; '.join(errors)}") from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException, DownloadError) as exc:
+            if isinstance(exc, (ChecksumError, UnpackError, TransferAborted)):
+                raise
+            errors.append(f"{url}: {exc}")
+        attempt += 1
+        if attempt > retries:
+            raise DownloadError(f"cannot download {transfer.resource.filename} after {retries} retries "
+                                f"({'; '.join(errors[-3:])}); rerun the same command to resume from "
+                                f"{transfer.have()} bytes")
+        time.sleep(max(0.0, min(30.0, 0.5 * 2 ** (attempt - 1), transfer.remaining_s())))
+
+
 def download_file(resource: Resource, dest_dir: str | Path, *, progress: bool = True, retries: int = 5,
                   timeout_s: float = 60.0, verify: bool = True,
-                  on_chunk: Callable[[int], None] | None = None) -> Path:
+                  on_chunk: Callable[[int], None] | None = None, deadline_s: float | None = None) -> Path:
     """Fetch ``resource`` into ``dest_dir/filename``, resuming a previous ``.part``; verify; return the path.
 
     An already complete, verified file is returned as is. ``on_chunk(bytes_so_far)`` is called after
-    each block written (tests use it to simulate an interruption).
+    each block written (tests use it to simulate an interruption). ``timeout_s`` bounds each socket
+    read; ``deadline_s`` bounds the whole call, retries included (default: :func:`default_deadline_s`
+    of the expected size); past it the ``.part`` stays, to resume. A body longer than expected (the
+    manifest's ``size_bytes`` or the server's Content-Length) is stopped and its ``.part`` removed.
     """
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -155,57 +352,9 @@ def download_file(resource: Resource, dest_dir: str | Path, *, progress: bool = 
         if verify:
             verify_checksum(final, resource, progress=progress)
         return final
-    urls = (resource.url, *resource.mirrors)
-    errors: list[str] = []
-    attempt = 0
-    url_index = 0
-    while True:
-        url = urls[url_index]
-        have = part.stat().st_size if part.exists() else 0
-        try:
-            with _open(url, have, timeout_s) as resp:
-                status = getattr(resp, "status", 200)
-                if have and status == 200:
-                    have = 0  # the server ignored the Range header: start over
-                length = resp.headers.get("Content-Length")
-                total = (have + int(length)) if length is not None else resource.size_bytes
-                bar = _bar(total, resource.filename, progress)
-                bar.update(have)
-                with open(part, "ab" if have else "wb") as out:
-                    for block in iter(lambda: resp.read(CHUNK_BYTES), b""):
-                        out.write(block)
-                        have += len(block)
-                        bar.update(len(block))
-                        if on_chunk is not None:
-                            on_chunk(have)
-                bar.close()
-                if total is not None and have < total:
-                    raise DownloadError(f"connection closed at {have} of {total} bytes")
-            break
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and have:  # nothing left to fetch: the .part is already complete
-                break
-            if exc.code in (401, 403):
-                raise DownloadError(
-                    f"{url}: HTTP {exc.code} (access denied). Some corpora need you to request access on the "
-                    f"host's page first; download {resource.filename} by hand into {dest_dir} and rerun "
-                    f"this command to verify and unpack it.") from exc
-            errors.append(f"{url}: HTTP {exc.code}")
-            if exc.code == 404 and url_index + 1 < len(urls):
-                url_index += 1
-                continue
-            if exc.code < 500:
-                raise DownloadError(f"cannot download {resource.filename}: {'; '.join(errors)}") from exc
-        except (urllib.error.URLError, OSError, http.client.HTTPException, DownloadError) as exc:
-            if isinstance(exc, (ChecksumError, UnpackError)):
-                raise
-            errors.append(f"{url}: {exc}")
-        attempt += 1
-        if attempt > retries:
-            raise DownloadError(f"cannot download {resource.filename} after {retries} retries "
-                                f"({'; '.join(errors[-3:])}); rerun the same command to resume from "
-                                f"{part.stat().st_size if part.exists() else 0} bytes")
-        time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
+    _drop_oversized_part(part, resource)
+    transfer = _Transfer(resource, part, deadline_s, timeout_s, progress, on_chunk)
+    _transfer_with_retries(transfer, (resource.url, *resource.mirrors), retries, dest_dir)
     if verify:
         try:
             verify_checksum(part, resource, progress=progress)
@@ -227,7 +376,29 @@ def _check_member_path(name: str, archive: Path) -> None:
         raise UnpackError(f"{archive.name}: unsafe member path {name!r}; refusing to unpack")
 
 
-def _extract_tar(archive: Path, into: Path) -> None:
+def unpack_cap_bytes(archive_bytes: int) -> int:
+    """The most an archive of ``archive_bytes`` may unpack to: ``UNPACK_MAX_RATIO`` times its size,
+    never less than ``UNPACK_MIN_CAP_BYTES`` (audio barely compresses; a bomb compresses 1000:1)."""
+    return max(UNPACK_MIN_CAP_BYTES, UNPACK_MAX_RATIO * archive_bytes)
+
+
+class _Budget:
+    """The unpacked bytes an archive may still write; members are charged before they are extracted."""
+
+    def __init__(self, archive: Path, cap_bytes: int) -> None:
+        self.archive, self.cap, self.used = archive, cap_bytes, 0
+
+    def charge(self, name: str, size: int) -> None:
+        """Count a member (its data + ``MEMBER_OVERHEAD_BYTES``); UnpackError once past the cap."""
+        self.used += max(0, size) + MEMBER_OVERHEAD_BYTES
+        if self.used > self.cap:
+            raise UnpackError(
+                f"{self.archive.name}: unpacks to more than {self.cap} bytes (reached at member {name!r}), over "
+                f"{self.cap / max(1, self.archive.stat().st_size):.0f}x its own size; refusing to unpack "
+                f"(a damaged or malicious archive)")
+
+
+def _extract_tar(archive: Path, into: Path, budget: _Budget) -> None:
     try:
         with tarfile.open(archive, "r:*") as tf:
             for member in tf:
@@ -236,6 +407,7 @@ def _extract_tar(archive: Path, into: Path) -> None:
                     _check_member_path(str(PurePosixPath(member.name).parent / member.linkname), archive)
                 if member.isdev():
                     raise UnpackError(f"{archive.name}: device file {member.name!r} in archive")
+                budget.charge(member.name, member.size if member.isfile() else 0)
                 if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the stdlib's own safety net too
                     tf.extract(member, into, set_attrs=False, filter="data")
                 else:
@@ -246,11 +418,12 @@ def _extract_tar(archive: Path, into: Path) -> None:
         raise UnpackError(f"{archive.name}: corrupt or truncated archive ({type(exc).__name__}: {exc})") from exc
 
 
-def _extract_zip(archive: Path, into: Path) -> None:
+def _extract_zip(archive: Path, into: Path, budget: _Budget) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
+            for info in zf.infolist():  # zipfile never writes more than a member's declared size
                 _check_member_path(info.filename, archive)
+                budget.charge(info.filename, info.file_size)
             bad = zf.testzip()
             if bad is not None:
                 raise UnpackError(f"{archive.name}: CRC error in member {bad!r}")
@@ -273,12 +446,16 @@ def _merge_into(src: Path, dst: Path) -> None:
             os.replace(entry, target)
 
 
-def unpack_archive(archive: str | Path, dest: str | Path) -> list[str]:
+def unpack_archive(archive: str | Path, dest: str | Path, *, max_unpacked_bytes: int | None = None) -> list[str]:
     """Extract ``archive`` (.tar, .tar.gz, .tgz, .tar.bz2, .zip) into ``dest``, all or nothing.
 
+    Refuses (UnpackError, nothing unpacked) an archive whose members add up to more than
+    ``max_unpacked_bytes`` (default :func:`unpack_cap_bytes` of the archive's size).
     Returns the top-level names it put there.
     """
     archive, dest = Path(archive), Path(dest)
+    cap = max_unpacked_bytes if max_unpacked_bytes is not None else unpack_cap_bytes(archive.stat().st_size)
+    budget = _Budget(archive, cap)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / f".unpack-{archive.name}-{os.getpid()}"
     if tmp.exists():
@@ -286,9 +463,9 @@ def unpack_archive(archive: str | Path, dest: str | Path) -> list[str]:
     tmp.mkdir()
     try:
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, tmp)
+            _extract_zip(archive, tmp, budget)
         else:
-            _extract_tar(archive, tmp)
+            _extract_tar(archive, tmp, budget)
         top = sorted(p.name for p in tmp.iterdir())
         if not top:
             raise UnpackError(f"{archive.name}: empty archive")
@@ -331,18 +508,19 @@ def read_receipt(root: str | Path, name: str) -> dict | None:
 
 
 def fetch(resource: Resource, root: str | Path, receipt_name: str, *, progress: bool = True,
-          keep_archive: bool = False, downloads_dir: str | Path | None = None, force: bool = False) -> Receipt | None:
+          keep_archive: bool = False, downloads_dir: str | Path | None = None, force: bool = False,
+          deadline_s: float | None = None) -> Receipt | None:
     """Download (resuming), verify and unpack ``resource`` under ``root``; write a receipt.
 
     Returns None when ``resource.provides`` already exists and ``force`` is false.
     Archives are downloaded to ``downloads_dir`` (default ``<root>/.bench/downloads``), deleted after
-    a successful unpack unless ``keep_archive``.
+    a successful unpack unless ``keep_archive``. ``deadline_s``: see :func:`download_file`.
     """
     root = Path(root)
     if resource.provides and (root / resource.provides).exists() and not force:
         return None
     downloads = Path(downloads_dir) if downloads_dir else root / ".bench" / "downloads"
-    path = download_file(resource, downloads, progress=progress, verify=False)
+    path = download_file(resource, downloads, progress=progress, verify=False, deadline_s=deadline_s)
     try:
         digests = verify_checksum(path, resource, progress=progress)
     except ChecksumError:

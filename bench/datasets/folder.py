@@ -4,7 +4,8 @@
 
 * Files: every audio file under ``--root`` (recursively; hidden files and folders skipped),
   sorted by relative path. Item id = relative path without extension (``sub/clip``), stable
-  across machines as long as the tree is the same.
+  across machines as long as the tree is the same. Each real file is listed once, and no
+  symlink loop is followed (the rules of :mod:`bench.fswalk`).
 * Split: ``all`` (default) is the whole folder; any other split name selects the sub-folder of
   that name (``--split test`` reads ``ROOT/test``).
 * Domain (speech, music or general; it decides which metrics apply): option ``domain=...``, else

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from bench.audio import AudioError, load_audio, normalize_loudness, loudness_lufs, resample, to_channels
+from bench.fswalk import list_audio_files
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 DOMAIN_NAMES = ("speech", "music", "general")
@@ -52,7 +53,8 @@ class AudioFile:
 
 
 def _audio_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    """Training audio under ``root``: the harness's one walker (no symlink loops, each file once, no hidden files)."""
+    return list_audio_files(root, AUDIO_EXTENSIONS)
 
 
 def _groups_of(spec: str) -> list[tuple[str, Path]]:
