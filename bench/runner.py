@@ -62,9 +62,6 @@ class RunConfig:
 #: settings that decide values for every row: a rerun into the same run directory with other
 #: values is refused (it would mix results computed two ways under one manifest)
 VALUE_SETTINGS = ("dataset", "split", "dataset_options", "channel_policy", "loudness_lufs", "align")
-#: a decoded signal may differ from the input length by this fraction before the pair fails
-#: (a codec's contract is the exact length; resampling may round by a sample or two)
-LENGTH_TOLERANCE = 0.01
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -217,10 +214,16 @@ def code_item(sel, ref: np.ndarray, sr: int, input_hash: str, cache, device: str
 
 
 def check_decoded_length(n_decoded: int, n_input: int, rate_hz: int, label: str) -> None:
-    """Fail a pair whose decode is not the input's length (a truncated decode must never score as perfect)."""
-    if abs(n_decoded - n_input) > max(2, LENGTH_TOLERANCE * n_input):
-        raise RuntimeError(f"{label} decoded {n_decoded} samples ({n_decoded / rate_hz:.3f} s) for an input of "
-                           f"{n_input} samples ({n_input / rate_hz:.3f} s)")
+    """Fail a pair whose decode is not the input's length (a truncated decode must never score as perfect).
+
+    One tolerance for the harness: :func:`bench.scoring.length_mismatch` (1 % or 50 ms), here at
+    the codec's rate and before any padding to the reference's length.
+    """
+    from bench.scoring import length_mismatch
+
+    why = length_mismatch(n_input, n_decoded, rate_hz)
+    if why:
+        raise RuntimeError(f"{label} decoded {n_decoded} samples for an input of {n_input}: {why}")
 
 
 def _sync(device) -> None:
@@ -249,30 +252,9 @@ def reconstruction_path(run_dir: str | Path, cache_key: str) -> Path | None:
 # --- scoring (runs in worker processes) -----------------------------------------------------
 
 def _init_worker(parent_pid: int | None = None) -> None:
-    import torch
+    from bench.workers import init_metric_worker
 
-    torch.set_num_threads(1)
-    if parent_pid is not None:
-        exit_with_parent(parent_pid)
-
-
-def exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
-    """Make this worker process exit as soon as ``parent_pid`` dies (even by SIGKILL or the OOM killer).
-
-    A daemon thread polls the parent id: when the parent is gone the worker is re-parented, so
-    ``os.getppid()`` changes. (Linux's ``PR_SET_PDEATHSIG`` is not used: it fires when the
-    *thread* that started the worker exits, which would kill healthy workers.)
-    """
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(poll_s)
-        os._exit(1)
-
-    if os.getppid() != parent_pid:
-        os._exit(1)
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    init_metric_worker(parent_pid)
 
 
 def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str], item: dict, align: str) -> dict:

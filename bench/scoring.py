@@ -14,6 +14,17 @@ Alignment policy (``align=``):
   * ``"report"``: estimate and record the lag but do not apply it.
   * ``"none"``: neither estimate nor apply.
 Only intrusive metrics (``needs_reference``) are aligned.
+
+Length policy: the reconstruction must cover the reference. Lengths may differ by at most
+:func:`length_tolerance` samples, the larger of ``LENGTH_TOLERANCE_REL`` (1 %) of the reference and
+``length_tolerance_s`` (default ``LENGTH_TOLERANCE_S``, 50 ms). Where a delay was estimated the
+difference left after removing it counts too, so a decode that is late by its codec delay and one
+frame longer passes. The slack covers one codec frame of end padding (an MP3 frame is 1152 samples,
+36 ms at 32 kHz; Opus frames are 20-40 ms; neural codecs pad to one hop, ~10-25 ms); the delay itself
+is bounded by the alignment's ``max_lag_s``. Within the tolerance both signals are trimmed to the
+shorter one and a note says so; beyond it the pair is not scored: every applicable metric is NaN with
+a reason naming both lengths (a truncated decode trimmed to its own length would otherwise score as a
+perfect copy). Channels: both signals are mixed to mono; a channel-count difference is noted.
 """
 
 from __future__ import annotations
@@ -30,6 +41,8 @@ from bench.metrics.base import MetricSpec, MetricValue, compute, failed
 ALIGN_POLICIES = ("xcorr", "report", "none")
 DEFAULT_MAX_LAG_S = 0.25
 MIN_ALIGN_CORRELATION = 0.3  # normalised cross-correlation a delay estimate needs to be applied
+LENGTH_TOLERANCE_REL = 0.01  # a length difference up to 1 % of the reference is padding, not truncation
+LENGTH_TOLERANCE_S = 0.05  # ... or up to 50 ms, whichever is larger (one codec frame; see the module doc)
 
 
 @dataclass
@@ -41,9 +54,34 @@ class Skip:
 
 @dataclass
 class PairResult:
+    """Per-metric values and skips of one pair, the lag used, notes, and a pair-level failure reason."""
+
     values: dict[str, MetricValue] = field(default_factory=dict)
     skipped: dict[str, Skip] = field(default_factory=dict)
     lag_samples: int | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None  # set when the pair as a whole could not be scored (every value is NaN)
+
+
+def length_tolerance(n_ref: int, sample_rate_hz: int, tolerance_s: float = LENGTH_TOLERANCE_S) -> int:
+    """Largest length difference (samples) treated as padding: max(1 % of ``n_ref``, ``tolerance_s``)."""
+    return max(round(LENGTH_TOLERANCE_REL * n_ref), round(tolerance_s * sample_rate_hz))
+
+
+def length_mismatch(n_ref: int, n_deg: int, sample_rate_hz: int, *, lag: int = 0,
+                    tolerance_s: float = LENGTH_TOLERANCE_S) -> str | None:
+    """Why ``n_deg`` samples cannot stand for a reference of ``n_ref`` samples, or None when they can.
+
+    The difference may be within :func:`length_tolerance` either as is or after removing ``lag``
+    (the samples by which the reconstruction is late: a decoder's delay makes it that much longer).
+    """
+    tol = length_tolerance(n_ref, sample_rate_hz, tolerance_s)
+    diff = n_deg - n_ref
+    if min(abs(diff), abs(diff - lag)) <= tol:
+        return None
+    return (f"length mismatch: ref {n_ref} samples ({n_ref / sample_rate_hz:.3f} s), deg {n_deg} samples "
+            f"({n_deg / sample_rate_hz:.3f} s) at {sample_rate_hz} Hz, beyond the {tol}-sample tolerance "
+            f"(max of {LENGTH_TOLERANCE_REL:.0%} and {tolerance_s * 1000:g} ms); truncated or padded, not scored")
 
 
 def estimate_lag(ref: np.ndarray, deg: np.ndarray, max_lag: int) -> int:
@@ -81,19 +119,70 @@ def apply_lag(ref: np.ndarray, deg: np.ndarray, lag: int) -> tuple[np.ndarray, n
     return ref[:n], deg[:n]
 
 
+def _channels(x: np.ndarray, what: str) -> int:
+    """Channel count of ``[C, T]`` or ``[T]`` audio; ValueError for any other shape."""
+    if x.ndim not in (1, 2):
+        raise ValueError(f"{what} audio must be [C, T] or [T], got shape {tuple(x.shape)}")
+    return 1 if x.ndim == 1 else int(x.shape[0])
+
+
 def _mono(x: np.ndarray) -> np.ndarray:
+    """Mix ``[C, T]`` to ``[T]`` float32 (``[T]`` passes through)."""
     x = np.asarray(x, dtype=np.float32)
     return x.mean(axis=0) if x.ndim == 2 else x
 
 
+def _channel_notes(ref: np.ndarray, deg: np.ndarray) -> list[str]:
+    """A note when the channel counts differ (both are mixed to mono); ValueError on a bad shape."""
+    c_ref, c_deg = _channels(ref, "reference"), _channels(deg, "reconstruction")
+    return [] if c_ref == c_deg else [f"channels differ: ref {c_ref}, deg {c_deg} (both mixed to mono)"]
+
+
+def _fail_all(out: PairResult, metrics: Sequence[MetricSpec], domain: Any, has_transcript: bool,
+              reason: str, lag: int | None) -> PairResult:
+    """Mark every applicable metric failed with ``reason`` (inapplicable ones stay skipped)."""
+    out.error = reason
+    for spec in metrics:
+        ok, why = spec.applies_to(domain, has_transcript)
+        if not ok:
+            out.skipped[spec.name] = Skip(why)
+        else:
+            extra = {"lag_samples": lag} if spec.needs_reference and lag is not None else {}
+            out.values[spec.name] = failed(reason, **extra)
+    return out
+
+
+def _score_metric(spec: MetricSpec, ref: np.ndarray, deg: np.ndarray, rate: int, item: Any,
+                  options: dict[str, Any]) -> MetricValue:
+    """One metric on a prepared pair at its rate: NaN with the reason for a too-short or non-finite clip."""
+    m = min(ref.shape[-1], deg.shape[-1])
+    if m < max(1, int(spec.min_duration_s * rate)):
+        return failed(f"clip too short for {spec.name}: {m / rate:.3f} s < {spec.min_duration_s} s")
+    if not (np.isfinite(ref).all() and np.isfinite(deg).all()):
+        return failed("audio contains NaN/Inf samples")
+    preds = torch.from_numpy(np.ascontiguousarray(deg[:m]))[None]
+    target = torch.from_numpy(np.ascontiguousarray(ref[:m]))[None]
+    return compute(spec, preds, target, items=[item], sample_rate_hz=rate, **options)[0]
+
+
 def score_pair(ref: np.ndarray, deg: np.ndarray, sample_rate_hz: int, metrics: Sequence[MetricSpec], *,
                item: Any = None, align: str = "xcorr", max_lag_s: float = DEFAULT_MAX_LAG_S,
-               metric_options: dict[str, dict[str, Any]] | None = None) -> PairResult:
-    """Score ``deg`` against ``ref`` (both ``[C, T]`` or ``[T]`` at ``sample_rate_hz``) with each metric."""
+               metric_options: dict[str, dict[str, Any]] | None = None,
+               length_tolerance_s: float = LENGTH_TOLERANCE_S) -> PairResult:
+    """Score ``deg`` against ``ref`` (both ``[C, T]`` or ``[T]`` at ``sample_rate_hz``) with each metric.
+
+    A length difference beyond :func:`length_tolerance` (``length_tolerance_s``) fails the pair:
+    ``PairResult.error`` and every applicable value carry the reason (see the module doc).
+    """
     if align not in ALIGN_POLICIES:
         raise ValueError(f"unknown alignment policy {align!r}; choose from {ALIGN_POLICIES}")
+    if not (sample_rate_hz > 0 and max_lag_s >= 0 and length_tolerance_s >= 0):  # `not >=` also rejects NaN
+        raise ValueError(f"need sample_rate_hz > 0, max_lag_s >= 0, length_tolerance_s >= 0; got "
+                         f"{sample_rate_hz}, {max_lag_s}, {length_tolerance_s}")
     metric_options = metric_options or {}
     out = PairResult()
+    ref, deg = np.asarray(ref), np.asarray(deg)
+    out.notes = _channel_notes(ref, deg)
     ref_m, deg_m = _mono(ref), _mono(deg)
     domain = getattr(item, "domain", None)
     has_transcript = bool(getattr(item, "transcript", None))
@@ -102,6 +191,12 @@ def score_pair(ref: np.ndarray, deg: np.ndarray, sample_rate_hz: int, metrics: S
     if align != "none" and any(m.needs_reference for m in metrics):
         lag = estimate_lag(ref_m, deg_m, int(max_lag_s * sample_rate_hz))
         out.lag_samples = lag
+    mismatch = length_mismatch(ref_m.shape[-1], deg_m.shape[-1], sample_rate_hz, lag=lag, tolerance_s=length_tolerance_s)
+    if mismatch:
+        return _fail_all(out, metrics, domain, has_transcript, mismatch, out.lag_samples)
+    if ref_m.shape[-1] != deg_m.shape[-1]:
+        out.notes.append(f"lengths differ: ref {ref_m.shape[-1]}, deg {deg_m.shape[-1]} samples "
+                         "(within tolerance; trimmed to the shorter)")
     ref_a, deg_a = apply_lag(ref_m, deg_m, lag) if align == "xcorr" else (ref_m, deg_m)
     n = min(ref_m.shape[-1], deg_m.shape[-1])
     resampled: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
@@ -117,17 +212,7 @@ def score_pair(ref: np.ndarray, deg: np.ndarray, sample_rate_hz: int, metrics: S
         key = (rate, aligned)
         if key not in resampled:
             resampled[key] = (resample(r, sample_rate_hz, rate), resample(d, sample_rate_hz, rate))
-        r_rs, d_rs = resampled[key]
-        m = min(r_rs.shape[-1], d_rs.shape[-1])
-        if m < max(1, int(spec.min_duration_s * rate)):
-            value = failed(f"clip too short for {spec.name}: {m / rate:.3f} s < {spec.min_duration_s} s")
-        elif not (np.isfinite(r_rs).all() and np.isfinite(d_rs).all()):
-            value = failed("audio contains NaN/Inf samples")
-        else:
-            preds = torch.from_numpy(np.ascontiguousarray(d_rs[:m]))[None]
-            target = torch.from_numpy(np.ascontiguousarray(r_rs[:m]))[None]
-            value = compute(spec, preds, target, items=[item], sample_rate_hz=rate,
-                            **metric_options.get(spec.name, {}))[0]
+        value = _score_metric(spec, *resampled[key], rate, item, metric_options.get(spec.name, {}))
         if spec.needs_reference and align != "none":
             value.extra.setdefault("lag_samples", lag)
         out.values[spec.name] = value

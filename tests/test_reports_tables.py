@@ -10,6 +10,7 @@ import json
 import pandas as pd
 import pytest
 
+from bench.errors import UserError
 from bench.cli import main as bench_main
 from bench.reports import report as rep
 from bench.reports import tables
@@ -87,7 +88,7 @@ def test_reference_choice(built, run_dir):
     assert tables.resolve_reference(data, "mp3") == "mp3"
     assert tables.resolve_reference(data, "toy") == TOY  # family name
     assert tables.resolve_reference(data, "toy:toy-v1") == TOY  # display label
-    with pytest.raises(ValueError, match="did you mean|Did you mean"):
+    with pytest.raises(UserError, match="did you mean|Did you mean"):
         tables.resolve_reference(data, "opsu")
 
 
@@ -106,19 +107,28 @@ def test_written_outputs(run_dir, tmp_path):
     assert doc["reference"] == "opus" and doc["metric_directions"]["mel_distance"] == "lower"
     assert any(r["bd_rate_pct"] is not None for r in doc["bd"])
     md = (out / "report.md").read_text()
-    assert "![R-D si_sdr](plots/rd_si_sdr.png)" in md and "†" in md and "BD-rate" in md
+    assert "![R-D si\\_sdr](plots/rd_si_sdr.png)" in md and "†" in md and "BD-rate" in md
+
+
+def _exit_code(*argv: str) -> int:
+    """``bench ARGV`` in-process; an argparse error (SystemExit) counts as its exit code."""
+    try:
+        return bench_main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code)
 
 
 def test_cli_report_and_errors(run_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert bench_main(["report", str(run_dir), "--format", "csv", "--out", str(out), "--bootstrap", "100",
-                       "--reference", "mp3"]) == 0
+    assert _exit_code("report", str(run_dir), "--format", "csv", "--out", str(out), "--bootstrap", "100",
+                      "--reference", "mp3") == 0
     assert (out / "bd.csv").exists() and not (out / "report.md").exists()
     assert set(pd.read_csv(out / "bd.csv")["reference"]) == {"mp3"}
-    assert bench_main(["report", str(run_dir), "--format", "pdf", "--out", str(out)]) == 2
+    assert _exit_code("report", str(run_dir), "--format", "pdf", "--out", str(out)) == 2
     assert "unknown pdf" in capsys.readouterr().err
-    assert bench_main(["report", str(tmp_path / "nothing-here")]) == 2
-    assert "no results.sqlite" in capsys.readouterr().err
+    assert _exit_code("report", str(tmp_path / "nothing-here")) == 2
+    err = capsys.readouterr().err
+    assert "nothing-here" in err and ("no such" in err or "no results.sqlite" in err)
 
 
 def test_metric_direction_sources():

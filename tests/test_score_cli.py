@@ -16,7 +16,11 @@ PESQ_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "metrics-ref" / "p
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = bench_main(["score", *argv])
+    """``bench score ARGV`` in-process: (exit code, stdout, stderr); argparse's exit is caught too."""
+    try:
+        rc = bench_main(["score", *argv])
+    except SystemExit as exc:
+        rc = exc.code
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
 
@@ -110,7 +114,7 @@ def test_pairs_csv_json_and_out_file(tmp_path, capsys):
 def test_errors_name_the_problem(tmp_path, capsys):
     ref = write(tmp_path / "ref.wav", tone_bursts(16000, 0.5), 16000)
     rc, _, err = run_cli(capsys, ref, str(tmp_path / "missing.wav"), "--metrics", "si_sdr")
-    assert rc == 1 and "missing.wav" in err and "not found" in err
+    assert rc == 2 and "missing.wav" in err and "no such file" in err
     rc, _, err = run_cli(capsys, ref, ref, "--metrics", "si_sdrr")
     assert rc == 2 and "si_sdr" in err
     rc, _, err = run_cli(capsys, ref)
@@ -119,3 +123,170 @@ def test_errors_name_the_problem(tmp_path, capsys):
     bad.write_text("reference,degraded\nx,y\n")
     rc, _, err = run_cli(capsys, "--pairs", str(bad))
     assert rc == 2 and "'ref' and 'deg'" in err
+
+
+def test_truncated_decode_is_a_failure_not_a_perfect_score(tmp_path, capsys):
+    rate = 16000
+    ref = tone_bursts(rate)
+    ref_path = write(tmp_path / "ref.wav", ref, rate)
+    short = write(tmp_path / "short.wav", ref[: len(ref) // 4], rate)  # the decode stopped at a quarter
+    out_csv = tmp_path / "scores.csv"
+    rc, out, _ = run_cli(capsys, ref_path, short, "--metrics", "si_sdr,mel_distance,stoi", "--json",
+                         "--out", str(out_csv))
+    assert rc == 0  # a failed pair is a result, not a usage error
+    m = json.loads(out)["metrics"]
+    for name in ("si_sdr", "mel_distance"):
+        assert m[name]["status"] == "failed" and m[name]["value"] is None
+        assert f"ref {len(ref)} samples" in m[name]["reason"] and f"deg {len(ref) // 4} samples" in m[name]["reason"]
+    assert m["stoi"]["status"] == "skipped"
+    with open(out_csv, newline="", encoding="utf-8") as f:
+        assert {r["status"] for r in csv.DictReader(f) if r["metric"] != "stoi"} == {"failed"}
+    # a generous tolerance asked for explicitly gives the old trim, with the note
+    rc, out, _ = run_cli(capsys, ref_path, short, "--metrics", "si_sdr", "--json", "--length-tolerance-s", "2")
+    result = json.loads(out)
+    assert result["metrics"]["si_sdr"]["status"] == "ok"
+    assert any("lengths differ" in n for n in result["notes"])
+
+
+def test_stereo_against_mono_is_noted(tmp_path, capsys):
+    ref = tone_bursts(16000)
+    ref_path = write(tmp_path / "ref.wav", ref, 16000)
+    stereo = write(tmp_path / "stereo.wav", np.stack([ref, ref], axis=1), 16000)
+    rc, out, _ = run_cli(capsys, ref_path, stereo, "--metrics", "si_sdr", "--json")
+    result = json.loads(out)
+    assert rc == 0 and any("channels differ: ref 1, deg 2" in n for n in result["notes"])
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A valid pair, a regular file to put paths under, and a folder."""
+    ref = write(tmp_path / "ref.wav", tone_bursts(16000, 0.5), 16000)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a folder")
+    (tmp_path / "folder").mkdir()
+    return {"ref": ref, "plain": str(plain), "dir": str(tmp_path / "folder"), "tmp": tmp_path}
+
+
+# (id, argv with {ref}/{plain}/{dir}/{tmp} placeholders, text the one-line error must contain)
+BAD_ARGS = [
+    ("workers-0", ["{ref}", "{ref}", "--workers", "0"], "--workers"),
+    ("workers-negative", ["{ref}", "{ref}", "--workers", "-3"], "--workers"),
+    ("workers-float", ["{ref}", "{ref}", "--workers", "1.5"], "--workers"),
+    ("workers-text", ["{ref}", "{ref}", "--workers", "many"], "--workers"),
+    ("max-lag-negative", ["{ref}", "{ref}", "--max-lag-s", "-0.1"], "--max-lag-s"),
+    ("max-lag-nan", ["{ref}", "{ref}", "--max-lag-s", "nan"], "--max-lag-s"),
+    ("max-lag-inf", ["{ref}", "{ref}", "--max-lag-s", "inf"], "--max-lag-s"),
+    ("max-lag-text", ["{ref}", "{ref}", "--max-lag-s", "soon"], "--max-lag-s"),
+    ("max-lag-empty", ["{ref}", "{ref}", "--max-lag-s", ""], "--max-lag-s"),
+    ("tolerance-negative", ["{ref}", "{ref}", "--length-tolerance-s", "-1"], "--length-tolerance-s"),
+    ("tolerance-nan", ["{ref}", "{ref}", "--length-tolerance-s", "NaN"], "--length-tolerance-s"),
+    ("out-under-file", ["{ref}", "{ref}", "--out", "{plain}/scores.csv"], "scores.csv"),
+    ("out-is-folder", ["{ref}", "{ref}", "--out", "{dir}"], "folder"),
+    ("domain", ["{ref}", "{ref}", "--domain", "podcast"], "--domain"),
+    ("align", ["{ref}", "{ref}", "--align", "best"], "--align"),
+    ("metric-unknown", ["{ref}", "{ref}", "--metrics", "si_sdrr"], "si_sdr"),
+    ("metric-empty", ["{ref}", "{ref}", "--metrics", ","], "no metric"),
+    ("ref-missing", ["{tmp}/nope.wav", "{ref}"], "nope.wav"),
+    ("deg-missing", ["{ref}", "{tmp}/gone.flac"], "gone.flac"),
+    ("ref-is-folder", ["{dir}", "{ref}"], "not a file"),
+    ("only-ref", ["{ref}"], "REF and DEG"),
+    ("nothing", [], "REF and DEG"),
+    ("pairs-missing", ["--pairs", "{tmp}/list.csv"], "list.csv"),
+    ("pairs-folder", ["--pairs", "{dir}"], "not a file"),
+    ("pairs-and-files", ["{ref}", "{ref}", "--pairs", "{plain}"], "not both"),
+    ("unknown-option", ["{ref}", "{ref}", "--fast"], "--fast"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", [case[1:] for case in BAD_ARGS], ids=[case[0] for case in BAD_ARGS])
+def test_bad_arguments_exit_2_with_one_line(files, capsys, monkeypatch, argv, needle):
+    """Table-driven fuzz: every bad value is one line on stderr, exit 2, and no scoring starts."""
+    import bench.metrics.score as score_mod
+
+    def no_scoring(*_a, **_k):
+        raise AssertionError("scoring started before the arguments were checked")
+
+    monkeypatch.setattr(score_mod, "score_files", no_scoring)
+    argv = [a.format(**files) for a in argv]
+    rc, _, err = run_cli(capsys, *argv)
+    assert rc == 2, (argv, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+
+
+PAIRS_PROBLEMS = [
+    ("no-header", "reference,degraded\nx,y\n", "'ref' and 'deg'"),
+    ("empty-file", "", "'ref' and 'deg'"),
+    ("header-only", "ref,deg\n", "no pairs"),
+    ("missing-deg", "ref,deg\nref.wav,lost.wav\n", ":2: deg: no such file"),
+    ("missing-ref-line-3", "ref,deg\nref.wav,ref.wav\nlost.wav,ref.wav\n", ":3: ref: no such file"),
+    ("deg-is-folder", "ref,deg\nref.wav,folder\n", "not a file"),
+    ("empty-cell", "ref,deg\nref.wav,\n", "empty ref or deg"),
+    ("short-row", "ref,deg,id\nref.wav\n", "empty ref or deg"),
+    ("long-row", "ref,deg\nref.wav,ref.wav,extra,more\n", "2 more field(s)"),
+    ("bad-domain", "ref,deg,domain\nref.wav,ref.wav,podcast\n", "unknown domain 'podcast'"),
+]
+
+
+@pytest.mark.parametrize("text,needle", [c[1:] for c in PAIRS_PROBLEMS], ids=[c[0] for c in PAIRS_PROBLEMS])
+def test_pairs_list_problems_exit_2_before_scoring(files, capsys, monkeypatch, text, needle):
+    import bench.metrics.score as score_mod
+
+    monkeypatch.setattr(score_mod, "score_files", lambda *a, **k: pytest.fail("scored a bad pairs list"))
+    pairs = files["tmp"] / "pairs.csv"
+    pairs.write_text(text)
+    rc, _, err = run_cli(capsys, "--pairs", str(pairs), "--metrics", "si_sdr")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert needle in err and "pairs.csv" in err, err
+
+
+def test_pairs_list_binary_and_bom(files, capsys):
+    binary = files["tmp"] / "pairs.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x81garbage\x00\n")
+    rc, _, err = run_cli(capsys, "--pairs", str(binary))
+    assert rc == 2 and "UTF-8" in err and len(err.strip().splitlines()) == 1
+    bom = files["tmp"] / "excel.csv"  # spreadsheets save UTF-8 CSV with a byte-order mark
+    bom.write_bytes("\ufeffref,deg\nref.wav,ref.wav\n".encode("utf-8"))
+    rc, out, err = run_cli(capsys, "--pairs", str(bom), "--metrics", "si_sdr", "--json")
+    assert rc == 0, err
+    assert json.loads(out)[0]["metrics"]["si_sdr"]["status"] == "ok"
+
+
+def test_transcript_with_pairs_is_refused(files, capsys):
+    pairs = files["tmp"] / "pairs.csv"
+    pairs.write_text("ref,deg\nref.wav,ref.wav\n")
+    rc, _, err = run_cli(capsys, "--pairs", str(pairs), "--transcript", "hello")
+    assert rc == 2 and "transcript" in err
+
+
+def test_corrupt_audio_is_exit_1_naming_the_file(files, capsys):
+    broken = files["tmp"] / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 8)
+    rc, _, err = run_cli(capsys, files["ref"], str(broken), "--metrics", "si_sdr")
+    assert rc == 1 and "broken.wav" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_real_entry_point_prints_one_line(files):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "score", files["ref"], files["ref"], "--out",
+                           files["plain"] + "/x.csv"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "x.csv" in proc.stderr
+
+
+def test_out_csv_quotes_odd_names(files, capsys):
+    """Commas, quotes, pipes and newlines in ids and paths survive the --out CSV (the csv module quotes)."""
+    odd = files["tmp"] / 'we,ird "deg"|x.wav'
+    odd.write_bytes(Path(files["ref"]).read_bytes())
+    pairs = files["tmp"] / "pairs.csv"
+    with open(pairs, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "ref", "deg"], ['a,"b"\nc', "ref.wav", odd.name]])
+    out_csv = files["tmp"] / "out" / "scores.csv"  # the folder is created
+    rc, _, err = run_cli(capsys, "--pairs", str(pairs), "--metrics", "si_sdr", "--out", str(out_csv))
+    assert rc == 0, err
+    with open(out_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["id"], Path(r["deg"]).name, r["status"]) for r in rows] == [('a,"b"\nc', odd.name, "ok")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,13 +161,44 @@ def summary_rows(report: Report, dataset: str, domain: str, metric: str) -> list
     return rows
 
 
+# Characters with inline meaning in CommonMark/GFM (emphasis, code, links, raw HTML, entities, tables,
+# strikethrough, GitHub math) and the backslash itself; a backslash makes each of them literal.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$&])")
+
+
+def md_escape(text: Any) -> str:
+    """``text`` as literal markdown inline text: specials backslash-escaped, line breaks made spaces.
+
+    Every user-controlled string (item ids and file names in reasons, codec keys and checkpoint
+    paths, dataset, split, metric and unit names, notes) goes through this before it is written to
+    ``report.md``; the HTML page escapes the same strings with ``html.escape``.
+    """
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+def md_code(text: Any) -> str:
+    """``text`` as a markdown code span, fenced with more backticks than it contains (CommonMark)."""
+    body = " ".join(str(text).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def md_link_target(path: Path | str) -> str:
+    """A file path as a link destination: percent-encoded, so spaces and parentheses keep the link whole."""
+    from urllib.parse import quote
+
+    return quote(Path(path).as_posix(), safe="/:")
+
+
 def _md_table(rows: list[dict[str, str]]) -> str:
+    """A GFM table of display rows; every header and cell goes through :func:`md_escape`."""
     if not rows:
         return "_(none)_\n"
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines = ["| " + " | ".join(md_escape(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
+        lines.append("| " + " | ".join(md_escape(r[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -209,31 +241,49 @@ def efficiency_rows(report: Report) -> list[dict[str, str]]:
     return rows
 
 
-def write_markdown(report: Report, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    h = report.header()
-    lines = [f"# Codec benchmark report: {', '.join(h['datasets']) or 'run'}", "",
-             f"Run `{h['run_id']}` in `{h['run_dir']}`: {h['n_items']} items, codecs {', '.join(display_codec(c) for c in h['codecs'])}; "
-             f"reference for BD and paired tests: {display_codec(h['reference']) if h['reference'] else 'none'}.", ""]
+def _md_header(h: dict[str, Any]) -> list[str]:
+    """Title and run line of ``report.md`` (user strings escaped)."""
+    codecs = ", ".join(md_escape(display_codec(c)) for c in h["codecs"])
+    reference = md_escape(display_codec(h["reference"])) if h["reference"] else "none"
+    lines = [f"# Codec benchmark report: {md_escape(', '.join(h['datasets'])) if h['datasets'] else 'run'}", "",
+             (f"Run {md_code(h['run_id'])} in {md_code(h['run_dir'])}: {h['n_items']} items, codecs {codecs}; "
+              f"reference for BD and paired tests: {reference}."), ""]
     if h["direction_guessed"]:
-        lines += [f"Direction (higher/lower is better) guessed from the name for: {', '.join(h['direction_guessed'])}.", ""]
+        guessed = ", ".join(md_escape(m) for m in h["direction_guessed"])
+        lines += [f"Direction (higher/lower is better) guessed from the name for: {guessed}.", ""]
+    return lines
+
+
+def _md_metric_section(report: Report, metric: str, out_dir: Path) -> list[str]:
+    """One metric's heading, R-D plot and summary tables per (dataset, domain)."""
+    info = report.data.info(metric)
+    unit = f", {md_escape(info.unit)}" if info.unit else ""
+    lines = [f"## {md_escape(metric)} ({info.better} is better{unit})", ""]
+    if metric in report.plots:
+        plot = report.plots[metric]
+        rel = plot.relative_to(out_dir) if plot.is_relative_to(out_dir) else plot
+        lines += [f"![R-D {md_escape(metric)}]({md_link_target(rel)})", ""]
+    s = report.summary[report.summary["metric"] == metric]
+    for dataset, domain in s[["dataset", "domain"]].drop_duplicates().itertuples(index=False):
+        lines += [f"### {md_escape(dataset or 'dataset')} / {md_escape(domain)}", "",
+                  _md_table(summary_rows(report, dataset, domain, metric))]
+    return lines
+
+
+def write_markdown(report: Report, out_dir: Path) -> Path:
+    """Write ``report.md``: per-metric summaries with plots, BD, paired tests, counts, efficiency, methods."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = _md_header(report.header())
     for metric in sorted(set(report.summary["metric"])):
-        info = report.data.info(metric)
-        lines += [f"## {metric} ({info.better} is better{', ' + info.unit if info.unit else ''})", ""]
-        if metric in report.plots:
-            rel = report.plots[metric].relative_to(out_dir) if report.plots[metric].is_relative_to(out_dir) else report.plots[metric]
-            lines += [f"![R-D {metric}]({rel.as_posix()})", ""]
-        s = report.summary[report.summary["metric"] == metric]
-        for dataset, domain in s[["dataset", "domain"]].drop_duplicates().itertuples(index=False):
-            lines += [f"### {dataset or 'dataset'} / {domain}", "", _md_table(summary_rows(report, dataset, domain, metric))]
+        lines += _md_metric_section(report, metric, out_dir)
     lines += [FOOTNOTES, ""]
-    lines += ["## BD-rate and BD-quality", "", "Negative BD-rate: fewer bits for the same quality. "
-              "BD-quality is the mean metric difference at equal rate (metric units).", "", _md_table(bd_rows(report))]
+    lines += ["## BD-rate and BD-quality", "", ("Negative BD-rate: fewer bits for the same quality. "
+              "BD-quality is the mean metric difference at equal rate (metric units)."), "", _md_table(bd_rows(report))]
     lines += ["## Paired comparisons at matched operating points", "", _md_table(paired_rows(report))]
     lines += ["## Counts", "", _md_table(counts_rows(report))]
     lines += ["## Efficiency", "", "RTF = processing seconds / audio seconds on the run's device (below 1 is faster than real time).",
               "", _md_table(efficiency_rows(report))]
     lines += ["## Methods", "", report.methods, ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines), encoding="utf-8")
     return path

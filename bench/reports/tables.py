@@ -129,9 +129,10 @@ def resolve_reference(data: RunData, reference: str | None) -> str | None:
     by_label = [c for c in codecs if display_codec(c) == reference or c.split(":", 1)[0] == reference]
     if len(by_label) == 1:
         return by_label[0]
+    from bench.errors import UserError
     from bench.registry import did_you_mean
 
-    raise ValueError(f"--reference {reference!r} is not a codec of this run.{did_you_mean(reference, codecs)}")
+    raise UserError(f"--reference {reference!r} is not a codec of this run.{did_you_mean(reference, codecs)}")
 
 
 def bd_table(data: RunData, summary_df, reference: str | None):
