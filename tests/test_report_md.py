@@ -172,3 +172,22 @@ def test_csv_outputs_round_trip_hostile_names(hostile_run, tmp_path):
     assert any(HOSTILE_FILE in r for r in counts["failure_reasons"])
     summary = pd.read_csv(tmp_path / "summary.csv", keep_default_na=False)
     assert set(summary["dataset"]) == {HOSTILE_DATASET}
+
+
+def test_plots_print_dollar_signs_in_labels(tmp_path):
+    """A checkpoint path with '$' in it (mathtext syntax) must be drawn as text, not crash the plot."""
+    root = tmp_path
+    items = make_items(root / "audio", n_speakers=2, per_speaker=2, n_tracks=0, per_track=0, n_general=0)
+    codecs = {"opus": DEFAULT_CODECS["opus"], "toy:/ck/$\\foo$.safetensors": DEFAULT_CODECS["toy:/ckpts/toy-v1.safetensors"]}
+    run_dir = make_run(root / "run", codecs=codecs, items=items, write_recon=False)
+    report = rep.build(load_run(run_dir), n_boot=50)
+    written = rep.write_plots(report, root / "out")
+    assert written and all(p.stat().st_size > 1000 for p in written.values())
+
+
+def test_plot_file_names_are_distinct_for_distinct_names():
+    from bench.reports.plots import safe_name
+
+    assert safe_name("si_sdr") == "si_sdr"
+    names = ["a b", "a_b", "a/b", "a:b"]
+    assert len({safe_name(n) for n in names}) == len(names)

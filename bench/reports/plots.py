@@ -19,14 +19,25 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # labels are user strings (checkpoint paths, item names): a '$' must print, not start mathtext
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
 
 
 def safe_name(text: str) -> str:
-    """A file-name-safe version of a metric or codec name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+    """A file-name-safe version of a metric or codec name, distinct for distinct names.
+
+    Names that needed changing get a short hash of the original, so 'a b' and 'a_b' never
+    write the same file.
+    """
+    import hashlib
+
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+    if clean == text:
+        return clean
+    return f"{clean}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 KBPS_TICKS = (0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536)
