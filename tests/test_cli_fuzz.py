@@ -233,3 +233,35 @@ def test_ls_unknown_registry(capsys):
 def test_unknown_subcommand(capsys):
     code, err = _call(["runn"], capsys)
     _assert_one_line_error(code, err, "run")
+
+
+def test_run_with_a_missing_checkpoint(tmp_path, capsys):
+    code, err = _call(["run", "--codecs", f"dac:{tmp_path / 'nope.safetensors'}", "--dataset", "demo", "--limit", "1",
+                       "--out", str(tmp_path / "run"), "--no-progress"], capsys)
+    _assert_one_line_error(code, err, "no such checkpoint")
+
+
+def test_run_with_a_checkpoint_without_card(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    code, err = _call(["run", "--codecs", f"dac:{bad}", "--dataset", "demo", "--limit", "1",
+                       "--out", str(tmp_path / "run"), "--no-progress"], capsys)
+    _assert_one_line_error(code, err, "card")
+
+
+@pytest.mark.parametrize("case", ["no_audio", "missing_folder", "resume_without_state"])
+def test_train_data_and_resume_mistakes(case, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    argv = ["train", "dac", "--config", "tiny", "--data", str(data if case != "missing_folder" else tmp_path / "x"),
+            "--steps", "1", "--out", str(tmp_path / "out")]
+    if case == "resume_without_state":
+        import numpy as np
+        import soundfile as sf
+
+        for i in range(4):
+            sf.write(str(data / f"a{i}.wav"), np.zeros(24000, np.float32) + 0.01 * i, 24000)
+        argv.append("--resume")
+    code, err = _call(argv, capsys)
+    needle = {"no_audio": "no audio files", "missing_folder": "not found", "resume_without_state": "--resume"}[case]
+    _assert_one_line_error(code, err, needle)

@@ -21,12 +21,14 @@ from typing import Any
 
 import torch
 
+from bench.errors import UserError
+
 CARD_FORMAT = "bench-checkpoint"
 CARD_VERSION = 1
 PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")  # torch.save zip archives, raw pickles
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, malformed, not safetensors, or does not match its card."""
 
 
@@ -174,7 +176,11 @@ def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefi
     """Load the ``prefix.*`` tensors into ``module`` strictly; errors name the missing/unexpected keys."""
     module = getattr(module, "module", module)
     sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    result = module.load_state_dict(sub, strict=False)
+    try:
+        result = module.load_state_dict(sub, strict=False)
+    except RuntimeError as exc:  # shape mismatches: another configuration's weights
+        first = str(exc).split("\n\t", 2)[1:2] or [str(exc)]
+        raise CheckpointError(f"{source}: weights do not fit the {prefix} architecture ({first[0].strip()})") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{source}: weights do not fit the {prefix} architecture "

@@ -29,11 +29,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.audio import AudioError, load_audio, normalize_loudness, loudness_lufs, resample, to_channels
+from bench.audio import (
+    AudioError,
+    load_audio,
+    loudness_lufs,
+    normalize_loudness,
+    resample,
+    to_channels,
+)
+from bench.errors import UserError
 from bench.fswalk import list_audio_files
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
 DOMAIN_NAMES = ("speech", "music", "general")
+
+
+class TrainingDataError(UserError, FileNotFoundError):
+    """Training data that cannot be used as given (a missing folder, no audio in it, nothing to validate on)."""
 STEM_FOLDER_MAX_FILES = 4
 
 
@@ -64,7 +76,7 @@ def _groups_of(spec: str) -> list[tuple[str, Path]]:
         return [(name, Path(folder))]
     root = Path(spec)
     if not root.is_dir():
-        raise FileNotFoundError(f"training data folder not found: {spec}")
+        raise TrainingDataError(f"training data folder not found: {spec}")
     domains = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name in DOMAIN_NAMES]
     if domains:
         return [(d.name, d) for d in domains]
@@ -103,7 +115,7 @@ def scan(data: list[str], min_duration_s: float = 0.1) -> list[AudioFile]:
                 unit = f"{group}/{unit_path.relative_to(folder).as_posix()}"
                 files.append(AudioFile(str(p), group, unit, duration_s, sr, ch))
     if not files:
-        raise FileNotFoundError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {data}")
+        raise TrainingDataError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {data}")
     return files
 
 
@@ -249,7 +261,7 @@ def validation_clips(files: list[AudioFile], sample_rate_hz: int, duration_s: fl
             described.append({"path": f.path, "group": group, "start_s": round(start_s, 3),
                               "duration_s": duration_s})
     if not clips:
-        raise ValueError("no usable validation audio: nothing was held out (each group needs at least two "
+        raise TrainingDataError("no usable validation audio: nothing was held out (each group needs at least two "
                          "files or stem folders) or the held-out files are silent")
     return torch.from_numpy(np.stack(clips))[:, None, :], described
 

@@ -26,8 +26,16 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from bench.train.checkpoint import (load_checkpoint, load_module, module_tensors, optimizer_tensors,
-                                    restore_optimizer, save_checkpoint)
+from bench.errors import UserError
+from bench.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_module,
+    module_tensors,
+    optimizer_tensors,
+    restore_optimizer,
+    save_checkpoint,
+)
 
 ADAMW_LR = 1e-4
 ADAMW_BETAS = (0.8, 0.99)
@@ -76,7 +84,7 @@ def setup_distributed(device: str | None) -> DistInfo:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda asked for, but no CUDA device is available")
+            raise UserError("--device cuda asked for, but no CUDA device is available")
         dev = torch.device("cuda", local if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     if world > 1 and not torch.distributed.is_initialized():
@@ -191,6 +199,8 @@ def load_training_state(out_dir: str | Path, *, model: str, modules: dict[str, t
                         ) -> tuple[int, float, dict]:
     """Restore what :func:`save_training_state` wrote; returns (step, wall time, card)."""
     path = Path(out_dir) / f"{STATE_NAME}.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"--resume: no training state in {out_dir} ({path.name} missing); run without --resume")
     tensors, card = load_checkpoint(path, model=model)
     for name, module in modules.items():
         load_module(module, tensors, name, source=str(path))
