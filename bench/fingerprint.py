@@ -65,10 +65,45 @@ def module_fingerprint(module_name: str) -> str:
     return _file_fingerprint(path, st.st_mtime_ns, st.st_size)
 
 
-def source_fingerprint(module_names: Iterable[str]) -> str:
-    """One hash over the code of several modules (order independent, duplicates ignored)."""
-    names = sorted(set(module_names))
-    return digest({name: module_fingerprint(name) for name in names}, length=32)
+def source_fingerprint(module_names: Iterable[str], *, with_imports: bool = True) -> str:
+    """One hash over the code of several modules (order independent, duplicates ignored).
+
+    ``with_imports`` adds the ``bench`` modules each of them imports, anywhere in its code (the
+    house style imports inside functions), one level deep: a metric's text normaliser or a
+    codec's network module counts as its code.
+    """
+    names = set(module_names)
+    if with_imports:
+        for name in list(names):
+            names |= bench_imports(name)
+    return digest({name: module_fingerprint(name) for name in sorted(names)}, length=32)
+
+
+def bench_imports(module_name: str) -> set[str]:
+    """The ``bench.*`` modules that ``module_name`` imports anywhere in its source (that exist)."""
+    import importlib.util
+
+    try:
+        path = inspect.getsourcefile(sys.modules.get(module_name) or importlib.import_module(module_name))
+        tree = ast.parse(open(path, "rb").read()) if path else None
+    except (TypeError, OSError, SyntaxError, ImportError):
+        return set()
+    found: set[str] = set()
+    for node in ast.walk(tree) if tree else ():
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("bench"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from bench.metrics import text_norm`
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("bench")}
+    out = set()
+    for name in found:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            out.add(name)
+    return out
 
 
 def class_modules(cls: type) -> list[str]:

@@ -64,6 +64,9 @@ CREATE TABLE IF NOT EXISTS identities (
 );
 """
 
+#: tables every results database has (``identities`` is newer and optional for readers)
+READ_TABLES = ("runs", "items", "coded", "results", "skipped", "codec_info")
+
 #: what each kind of identity keys: the column its rows are found by, and the tables holding them
 IDENTITY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "item": ("item_id", ("results", "skipped", "coded")),
@@ -127,7 +130,7 @@ class Store:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a bench results database ({exc})") from None
-        missing = {"runs", "results", "items"} - tables
+        missing = set(READ_TABLES) - tables
         if missing:
             conn.close()
             raise StoreError(f"{path}: not a bench results database (no table {', '.join(sorted(missing))})")
@@ -255,7 +258,15 @@ class Store:
 
     def manifest(self, run_id: str) -> dict[str, Any]:
         row = self.conn.execute("SELECT manifest FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        return json.loads(row[0]) if row else {}
+        if not row:
+            return {}
+        try:
+            manifest = json.loads(row[0])
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{self.path}: the manifest of run {run_id!r} is damaged ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise StoreError(f"{self.path}: the manifest of run {run_id!r} is not a JSON object")
+        return manifest
 
     def frame(self, table: str, run_id: str | None = None):
         """A pandas DataFrame of one table (optionally one run)."""

@@ -25,7 +25,11 @@ def runs(tmp_path_factory):
 
 
 def _gate(args, capsys):
-    code = bench_main(["gate", *args])
+    """Run ``bench gate ARGS`` in-process: (exit code, stdout, stderr); argparse errors exit via SystemExit."""
+    try:
+        code = bench_main(["gate", *args])
+    except SystemExit as exc:
+        code = exc.code
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -224,7 +224,7 @@ def test_refresh_recodes_and_rescores(folder, tmp_path):
     run_benchmark(_cfg(folder, out))
     with sqlite3.connect(out / "results.sqlite") as c:
         c.execute("UPDATE results SET value = 12345")
-    bins = sorted(Path(os.environ["BENCH_CACHE_DIR"], "recon").rglob("*.bin"))
+    bins = [ReconCache().paths(k)["bin"] for (k,) in _rows(out, "SELECT cache_key FROM coded")]
     mtimes = {p: p.stat().st_mtime_ns for p in bins}
     time.sleep(0.01)
     run_benchmark(_cfg(folder, out, refresh=True))
@@ -275,8 +275,8 @@ def test_runner_recomputes_a_truncated_bitstream_and_says_so(folder, tmp_path, c
     out = tmp_path / "run"
     run_benchmark(_cfg(folder, out))
     kbps = _rows(out, "SELECT item_id, measured_kbps FROM coded")
-    bins = sorted(Path(os.environ["BENCH_CACHE_DIR"], "recon").rglob("*.bin"))
-    victim = max(bins, key=lambda p: p.stat().st_mtime_ns)
+    key = _rows(out, "SELECT cache_key FROM coded")[0][0]
+    victim = ReconCache().paths(key)["bin"]  # the entry this run used (the cache is shared by the session)
     victim.write_bytes(victim.read_bytes()[:100])
     again = tmp_path / "again"
     run_benchmark(_cfg(folder, again))
