@@ -1,4 +1,4 @@
-"""Helpers for the dataset tests: real audio from ../shared/audio, layouts, and a tiny `bench run`.
+"""Helpers for the dataset tests: real audio from shared/audio (``shared_paths``), layouts, and a tiny `bench run`.
 
 Not a test module (no ``test_`` prefix); the dataset tests import it.
 """
@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "audio"
+from shared_paths import SHARED_AUDIO
+
+SHARED = SHARED_AUDIO
 
 
 def need_shared() -> Path:
     if not SHARED.is_dir():
-        pytest.skip("../shared/audio is not available")
+        pytest.skip(f"shared audio not found at {SHARED} (BENCH_SHARED_DIR)")
     return SHARED
 
 

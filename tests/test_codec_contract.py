@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,8 +31,8 @@ from bench.codecs.base import (
     BITSTREAM_MAGIC, BitstreamError, Codec, Encoded, OperatingPoint, pack_header, unpack_header,
 )
 from bench.registry import CODECS
+from shared_paths import SHARED_AUDIO
 
-SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 SPEECH_5S = SHARED_AUDIO / "train" / "speech" / "vctk-p239" / "p239_004.flac"  # 5.0 s, 48 kHz, real speech
 SHORT_START_S, SHORT_DURATION_S = 0.5, 1.5
 MAX_LAG_S = 0.02  # search +-20 ms for the cross-correlation peak

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,9 @@ from bench.codecs.mp3 import LAME_ENCODER_DELAY, MP3_DECODER_DELAY, Mp3Codec
 from bench.codecs.opus import OpusCodec, encoder_bitrate_bps, opus_head_pre_skip
 from bench.codecs.pcm import Pcm16Codec
 from bench.codecs.pyav_codec import PacketStream, read_varint, refine_delay, varint_bytes
+from shared_paths import SHARED_AUDIO
 
-SPEECH_5S = Path(__file__).resolve().parents[2] / "shared" / "audio" / "train" / "speech" / "vctk-p239" / "p239_004.flac"
+SPEECH_5S = SHARED_AUDIO / "train" / "speech" / "vctk-p239" / "p239_004.flac"
 
 torch.set_num_threads(1)
 

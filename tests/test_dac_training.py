@@ -18,9 +18,9 @@ from bench.train.dac import DACTrainer
 from bench.train.data import AudioFile, ExcerptSampler, phase_shift, split_holdout
 from bench.train.discriminators import Discriminator, DiscriminatorConfig
 from bench.train.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from shared_paths import SHARED_AUDIO
 
 torch.set_num_threads(1)
-SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 CLIP = SHARED_AUDIO / "train" / "speech" / "vctk-p239" / "p239_004.flac"
 
 
@@ -60,6 +60,7 @@ def test_tiny_model_loss_falls_with_both_players_stepping():
 
 
 def test_discriminators_return_feature_maps_and_logits():
+    torch.manual_seed(0)
     cfg = DiscriminatorConfig(periods=(2, 3, 5, 7, 11), mpd_channels=(4, 8), fft_sizes=(2048, 1024, 512),
                               mrd_channels=4)
     disc = Discriminator(cfg)
@@ -100,6 +101,7 @@ def test_save_load_is_exact_and_half_is_close(tmp_path):
 
 
 def test_non_safetensors_and_bad_cards_are_refused(tmp_path):
+    torch.manual_seed(0)
     model = DAC(CONFIGS["tiny"])
     pickle_path = tmp_path / "model.pt"
     torch.save(model.state_dict(), pickle_path)

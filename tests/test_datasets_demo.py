@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from bench.datasets.demo import DEMO_ITEMS, demo_dir, ensure_demo
+from bench.errors import UserError
 from bench.registry import DATASETS
 
 
@@ -70,5 +71,5 @@ def test_cache_dir_from_env(monkeypatch, tmp_path):
 
 
 def test_bad_split():
-    with pytest.raises(ValueError, match="no split"):
+    with pytest.raises(UserError, match="no split 'train'. Known: test"):
         list(DATASETS.get("demo").items("train"))

@@ -66,6 +66,7 @@ def test_whitening_running_stats_used_in_eval_and_degenerate_channel_is_finite()
 
 @pytest.mark.parametrize("stride,dilation", [((1, 1), (1, 1)), ((2, 1), (1, 2)), ((2, 2), (1, 1))])
 def test_complex_conv_matches_native_complex_conv(stride, dilation):
+    torch.manual_seed(0)
     conv = ComplexConv2d(3, 5, 3, stride=stride, padding=(1, dilation[1]), dilation=dilation)
     x = _rand(2, 3, 16, 12)
     ref = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
@@ -73,6 +74,7 @@ def test_complex_conv_matches_native_complex_conv(stride, dilation):
 
 
 def test_complex_transposed_conv_matches_native():
+    torch.manual_seed(0)
     conv = ComplexConvTranspose2d(3, 4, (4, 3), stride=(2, 1), padding=1)
     x = _rand(2, 3, 8, 7)
     ref = F.conv_transpose2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
@@ -81,6 +83,7 @@ def test_complex_transposed_conv_matches_native():
 
 @pytest.mark.parametrize("phi", [0.7, -2.1, math.pi])
 def test_bias_free_complex_conv_is_phase_equivariant(phi):
+    torch.manual_seed(0)
     rot = torch.polar(torch.tensor(1.0), torch.tensor(phi))
     x = _rand(2, 3, 10, 9)
     for conv in (ComplexConv2d(3, 4, 3, padding=1, bias=False),
@@ -94,6 +97,7 @@ def test_bias_free_complex_conv_is_phase_equivariant(phi):
 
 
 def test_attention_scores_are_real_and_output_is_phase_equivariant():
+    torch.manual_seed(0)
     attn = ComplexMultiheadAttention(4, num_heads=2)
     with torch.no_grad():
         attn.out.bias.zero_()
@@ -109,6 +113,7 @@ def test_attention_scores_are_real_and_output_is_phase_equivariant():
 
 
 def test_local_window_attention_equals_full_attention_when_window_covers_everything():
+    torch.manual_seed(0)
     full = ComplexMultiheadAttention(4, num_heads=2, window=0)
     local = ComplexMultiheadAttention(4, num_heads=2, window=6)
     local.load_state_dict(full.state_dict())
@@ -125,6 +130,7 @@ def test_local_window_attention_equals_full_attention_when_window_covers_everyth
 
 @pytest.mark.parametrize("axis", ["time", "freq"])
 def test_axial_attention_shapes_and_gradients(axis):
+    torch.manual_seed(0)
     layer = AxialAttention2d(4, axis, num_heads=2, window=2, num_positions=5 if axis == "freq" else 0)
     x = _rand(2, 4, 5, 9).requires_grad_(True)
     y = layer(x)

@@ -61,6 +61,7 @@ def test_config_round_trip_and_errors():
 
 
 def test_paper_size_configs_build_and_small_ones_fit_10_mb():
+    torch.manual_seed(0)
     for name in ("6kbps", "12kbps"):
         model = EuleroDec(get_config(name))
         assert 5e6 < model.num_parameters() < 5e7
@@ -73,6 +74,7 @@ def test_paper_size_configs_build_and_small_ones_fit_10_mb():
 
 @pytest.mark.parametrize("name", ["tiny"])
 def test_shapes_codes_and_encode_decode_match_forward(name):
+    torch.manual_seed(0)
     model = EuleroDec(get_config(name))
     x = _speechlike(5000)
     model.train()
@@ -108,15 +110,21 @@ def test_tiny_model_loss_falls():
     assert last < 0.8 * first, losses
 
 
-def test_save_load_is_exact(tmp_path):
-    from bench.train.checkpoint import load_checkpoint, save_checkpoint
-
+def _briefly_trained_tiny(seed: int = 0) -> tuple[EuleroDec, torch.Tensor]:
+    """The tiny model after two training-mode passes (codebooks initialised, EMA/BN statistics set), in eval."""
+    torch.manual_seed(seed)  # weights, codebook initialisation: nothing drawn from a state left by other tests
     model = EuleroDec(get_config("tiny"))
     x = _speechlike(4000)
     model.train()
     for _ in range(2):
         model(x)
-    model.eval()
+    return model.eval(), x
+
+
+def test_save_load_is_exact(tmp_path):
+    from bench.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model, x = _briefly_trained_tiny()
     ref = model(x)
     path = save_checkpoint(tmp_path / "m.safetensors", model_state_for_saving(model),
                            {"model": "eulerodec", "config": model.cfg.to_dict()})
@@ -126,22 +134,69 @@ def test_save_load_is_exact(tmp_path):
     load_model_state(again, tensors)
     out = again(x)
     assert torch.equal(out.codes, ref.codes) and torch.equal(out.wav, ref.wav)
-    # half precision: still loads, codes may differ slightly but the audio stays close
-    half = save_checkpoint(tmp_path / "h.safetensors", model_state_for_saving(model),
-                           {"model": "eulerodec", "config": model.cfg.to_dict()}, half=True)
-    third = EuleroDec(model.cfg).eval()
-    load_model_state(third, load_checkpoint(half)[0])
-    assert (third(x).wav - ref.wav).abs().max() < 0.1 * ref.wav.abs().max() + 1e-3
     with pytest.raises(ValueError, match="has shape"):
         load_model_state(EuleroDec(get_config("small6")), tensors)
     with pytest.raises(ValueError, match="does not match"):
         load_model_state(again, {k: v for k, v in tensors.items() if "decoder" not in k})
 
 
+def test_half_precision_checkpoint_rounds_weights_and_stays_close(tmp_path):
+    """A float16 checkpoint holds each float32 weight rounded to float16, and loads back as float32.
+
+    What the model built from it may be held to, and what it may not: the audio of a full fp16
+    encode + decode is NOT compared with the fp32 one. In this briefly trained tiny model the quantiser
+    removes only ~20% of the latent's energy, so many frames sit near a tie between two codebook
+    entries; rounding the weights (float16 unit roundoff 2**-11 ~ 4.9e-4, amplified by the network to
+    ~0.3% in the latent) flips such a code in most models, and the untrained decoder maps the two tied
+    entries to very different audio: over torch seeds 0..199 the end-to-end relative error of the fp16
+    model has median 0.2% but reaches 25%, 43% and 82% (seeds 11, 107, 157). The old check (max error
+    < 10% of peak) passed or failed by the luck of the global RNG state. Checked instead, with the worst
+    case over those 200 seeds in brackets: the latent (relative L2 error < 5%, [2.2%]); decoding the
+    fp32 codes (relative L2 error < 3%, [1.2%]); and that the fp16 codes quantise the fp32 latent as
+    well as the fp32 codes do, so a flipped code is a tie and not a wrong choice (residual norm within
+    1%, [0.04%]; random codes are 14-45% worse).
+    """
+    from bench.train.checkpoint import load_checkpoint, save_checkpoint
+
+    model, x = _briefly_trained_tiny()
+    state = model_state_for_saving(model)
+    card = {"model": "eulerodec", "config": model.cfg.to_dict()}
+    full = save_checkpoint(tmp_path / "m.safetensors", state, card)
+    half = save_checkpoint(tmp_path / "h.safetensors", state, card, half=True)
+    tensors, half_card = load_checkpoint(half, model="eulerodec")
+    assert half_card["weights_dtype"] == "float16"
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    assert tensors.keys() == state.keys()
+    for name, t in state.items():  # exactly the fp16 rounding of every floating tensor, nothing else
+        want = t.half().float() if t.is_floating_point() else t
+        assert tensors[name].dtype == want.dtype and torch.equal(tensors[name], want), name
+    third = EuleroDec(model.cfg).eval()
+    load_model_state(third, tensors)
+    assert all(p.dtype in (torch.float32, torch.complex64) for p in third.state_dict().values()
+               if p.is_floating_point() or p.is_complex())
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm())
+
+    with torch.no_grad():
+        ref = model(x)
+        latent32 = model.latent(x)
+        assert rel(third.latent(x), latent32) < 0.05
+        assert rel(third.decode(ref.codes, x.shape[-1]), ref.wav) < 0.03
+        codes16 = third.encode(x)
+        assert codes16.shape == ref.codes.shape
+        err32 = (latent32 - model.quantizer.decode_codes(ref.codes)).norm()
+        err16 = (latent32 - model.quantizer.decode_codes(codes16)).norm()
+        assert err16 <= 1.01 * err32
+        out = third(x).wav
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
 def test_training_state_with_complex_parameters_resumes(tmp_path):
     from bench.train.eulerodec import EuleroDecTrainer
     from bench.train.loop import load_training_state, save_training_state
 
+    torch.manual_seed(0)
     model = EuleroDec(get_config("tiny"))
     trainer = EuleroDecTrainer(model)
     x = _speechlike(4800)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import types
 from importlib.util import find_spec
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ import torch
 
 from bench.datasets.base import Item
 from bench.metrics.base import compute, get_metric
+from shared_paths import SHARED_DIR as SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 LIBRIVOX = SHARED / "audio" / "fixtures" / "speech-librivox-with-transcripts"
 
 pytestmark = [

@@ -15,7 +15,6 @@ file needs no data. Metrics that need a transcript are skipped here (their own t
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ import torch
 
 from bench.metrics.base import MetricSpec, compute
 from bench.registry import METRICS
+from shared_paths import SHARED_AUDIO
 
 # --- declared properties of the metrics (other metrics get the generic checks) -------------------------
 SYMMETRIC = {"si_sdr", "mel_distance", "stft_distance", "lsd", "gdd", "ip_distance", "iaf_distance"}
@@ -104,7 +104,7 @@ def score(spec: MetricSpec, preds: np.ndarray, target: np.ndarray, domain: str =
     return compute(spec, _t(preds), _t(target), sample_rate_hz=_rate(spec), items=[item])[0]
 
 
-REAL_SPEECH = (Path(__file__).resolve().parents[2] / "shared" / "audio" / "fixtures" / "speech-cmu-arctic"
+REAL_SPEECH = (SHARED_AUDIO / "fixtures" / "speech-cmu-arctic"
                / "arctic_a0010.wav")
 
 
@@ -265,7 +265,8 @@ def test_mel_module_is_differentiable_and_handles_channels():
     rate = 16000
     x = torch.from_numpy(speech_like(rate, duration_s=0.6))
     target = torch.stack([x, x]).unsqueeze(0).repeat(2, 1, 1)  # [B=2, C=2, T]
-    recon = (target + 0.01 * torch.randn_like(target)).requires_grad_(True)
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
+    recon = (target + 0.01 * noise).requires_grad_(True)
     loss_fn = MultiScaleMelDistance(MelDistanceConfig.dac(), sample_rate_hz=rate)
     per_item = loss_fn(recon, target)
     assert per_item.shape == (2,)
@@ -322,7 +323,7 @@ def test_mel_and_stft_modules_on_cuda_match_cpu():
 
     x = torch.from_numpy(speech_like(24000, duration_s=1.0))
     target = torch.stack([x, x])
-    recon = target + 0.01 * torch.randn_like(target)
+    recon = target + 0.01 * torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
     mel = MultiScaleMelDistance(sample_rate_hz=24000)
     for module in (mel, MultiScaleSTFTDistance()):
         cpu = module(recon, target)

@@ -7,15 +7,14 @@ exactly as EXPECTED.md describes. Skips cleanly when the shared folder is absent
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from bench.metrics.base import compute, get_metric
+from shared_paths import METRICS_REF as REF_DIR
 
-REF_DIR = Path(__file__).resolve().parents[2] / "shared" / "metrics-ref"
 PESQ_REF = "pesq/audio/speech.wav"
 PESQ_DEG = "pesq/audio/speech_bab_0dB.wav"
 CA01 = ("visqol/testdata/clean_speech/CA01_01.flac", "visqol/testdata/clean_speech/transcoded_CA01_01.flac")

@@ -9,7 +9,6 @@ pair); the longer ones are marked slow (still run in CI).
 from __future__ import annotations
 
 from importlib.util import find_spec
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ import torch
 
 from bench.datasets.base import Item
 from bench.metrics.base import compute, get_metric
+from shared_paths import SHARED_DIR as SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 TESTDATA = SHARED / "metrics-ref" / "visqol" / "testdata"
 CONF = "conformance_testdata_subset"
 FIVE_S = "short_duration/5_second/guitar48_stereo_5_sec.flac"

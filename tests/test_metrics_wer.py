@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -11,8 +9,8 @@ import torch
 from bench.datasets.base import Item
 from bench.metrics.base import compute, get_metric
 from bench.metrics.text_norm import normalize_transcript, number_to_words, ordinal_to_words
+from shared_paths import SHARED_DIR as SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 LIBRIVOX = SHARED / "audio" / "fixtures" / "speech-librivox-with-transcripts"
 needs_audio = pytest.mark.skipif(not LIBRIVOX.is_dir(), reason=f"{LIBRIVOX} not present")
 

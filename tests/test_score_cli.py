@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_paths import METRICS_REF
 
 from bench.cli import main as bench_main
 
-PESQ_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "metrics-ref" / "pesq" / "audio"
+PESQ_AUDIO = METRICS_REF / "pesq" / "audio"
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

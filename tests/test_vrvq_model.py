@@ -140,6 +140,7 @@ def test_training_recipe_levels_full_items_and_rate_loss():
 
 
 def test_level_scaling_uses_level_times_nq():
+    torch.manual_seed(0)
     model = VRVQ(CONFIGS["tiny"]).eval()
     p = torch.full((1, 10), 0.5)
     nq = model.n_codebooks  # 4
@@ -149,6 +150,7 @@ def test_level_scaling_uses_level_times_nq():
 
 
 def test_importance_net_widths_follow_the_paper_and_scale():
+    torch.manual_seed(0)
     paper = VRVQConfig(dac_config("44k"))
     assert paper.body_channels == 1024
     assert paper.resolved_importance_widths() == (1024, 512, 128, 32, 8)
