@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from bench.codecs.nn.dac_model import CONFIGS, DAC, count_parameters
+from bench.models.dac_model import CONFIGS, DAC, count_parameters
 from bench.train.dac import RECIPES, DACTrainer
 from bench.train.discriminators import Discriminator
 

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from bench.codecs.nn.eulerodec_model import CONFIGS, EuleroDec, model_state_for_saving
+from bench.models.eulerodec_model import CONFIGS, EuleroDec, model_state_for_saving
 from bench.train.eulerodec import RECIPES, EuleroDecTrainer
 
 

@@ -13,9 +13,9 @@ import torch
 from bench.codecs import dac as dac_module
 from bench.codecs.base import BitstreamError, select_codecs
 from bench.codecs.dac import DACCodec
-from bench.codecs.nn.bitpack import pack_codes, packed_size, unpack_codes
-from bench.codecs.nn.dac_model import CONFIGS, DAC
-from bench.train.checkpoint import CheckpointError, module_tensors, save_checkpoint
+from bench.models.bitpack import pack_codes, packed_size, unpack_codes
+from bench.models.dac_model import CONFIGS, DAC
+from bench.models.checkpoint import CheckpointError, module_tensors, save_checkpoint
 from shared_paths import SHARED_AUDIO
 
 torch.set_num_threads(1)

@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.codecs.nn.dac_model import CONFIGS, DAC, DACConfig, count_parameters
-from bench.codecs.nn.layers import DecoderBlock, EncoderBlock, Snake1d
-from bench.codecs.nn.rvq import ResidualVQ
+from bench.models.dac_model import CONFIGS, DAC, DACConfig, count_parameters
+from bench.models.layers import DecoderBlock, EncoderBlock, Snake1d
+from bench.models.rvq import ResidualVQ
 
 torch.set_num_threads(1)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.codecs.nn.dac_model import CONFIGS, DAC
-from bench.train.checkpoint import CheckpointError, load_checkpoint, module_tensors, save_checkpoint
+from bench.models.dac_model import CONFIGS, DAC
+from bench.models.checkpoint import CheckpointError, load_checkpoint, module_tensors, save_checkpoint
 from bench.train.dac import DACTrainer
 from bench.train.data import AudioFile, ExcerptSampler, phase_shift, split_holdout
 from bench.train.discriminators import Discriminator, DiscriminatorConfig
@@ -87,7 +87,7 @@ def test_save_load_is_exact_and_half_is_close(tmp_path):
     tensors, loaded_card = load_checkpoint(path, model="dac")
     assert loaded_card["weights_sha256"] and loaded_card["format"] == "bench-checkpoint"
     again = DAC(CONFIGS["tiny"]).eval()
-    from bench.train.checkpoint import load_module
+    from bench.models.checkpoint import load_module
 
     load_module(again, tensors, "generator")
     x = 0.1 * torch.randn(1, 1, 1000)

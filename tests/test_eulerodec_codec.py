@@ -9,7 +9,7 @@ import torch
 
 from bench.codecs.base import BitstreamError, pack_header, BitstreamHeader
 from bench.codecs.eulerodec import CHECKPOINT_DIR, SHIPPED, EuleroDecCodec
-from bench.codecs.nn.eulerodec_model import EuleroDec, get_config, model_state_for_saving
+from bench.models.eulerodec_model import EuleroDec, get_config, model_state_for_saving
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from bench.train.checkpoint import save_checkpoint
+    from bench.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = EuleroDec(get_config("tiny"))
@@ -70,7 +70,7 @@ def test_bytes_round_trip_decodes_identically_and_size_is_exact(tiny_checkpoint)
 
 def test_nominal_rates_of_the_two_shipped_sizes_and_measured_kbps(tmp_path):
     """12 codebooks x 11 bits: 6.1875 kbps at 46.875 frames/s, 12.375 kbps at 93.75 frames/s."""
-    from bench.train.checkpoint import save_checkpoint
+    from bench.models.checkpoint import save_checkpoint
 
     for name, label, kbps in [("small6", "6k", 6.1875), ("small12", "12k", 12.375)]:
         cfg = get_config(name)
@@ -87,7 +87,7 @@ def test_nominal_rates_of_the_two_shipped_sizes_and_measured_kbps(tmp_path):
 
 
 def test_checkpoint_errors(tmp_path, tiny_checkpoint):
-    from bench.train.checkpoint import CheckpointError
+    from bench.models.checkpoint import CheckpointError
 
     pickle = tmp_path / "model.pt"
     torch.save({"a": torch.zeros(1)}, pickle)
@@ -96,7 +96,7 @@ def test_checkpoint_errors(tmp_path, tiny_checkpoint):
     with pytest.raises(CheckpointError, match="no such checkpoint|not found|no card"):
         EuleroDecCodec(str(tmp_path / "missing.safetensors")).spec
     other = tmp_path / "other.safetensors"
-    from bench.train.checkpoint import save_checkpoint
+    from bench.models.checkpoint import save_checkpoint
 
     save_checkpoint(other, {"x": torch.zeros(1)}, {"model": "dac", "config": {}})
     with pytest.raises(CheckpointError, match="not 'eulerodec'"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.codecs.nn.complex import (AxialAttention2d, ComplexConv2d, ComplexConvTranspose2d,
+from bench.models.complex import (AxialAttention2d, ComplexConv2d, ComplexConvTranspose2d,
                                      ComplexMultiheadAttention, ComplexWhitening2d, ModReLU)
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bench.codecs.nn.eulerodec_model import (CONFIGS, EuleroDec, STFTFrontend, get_config, load_model_state,
+from bench.models.eulerodec_model import (CONFIGS, EuleroDec, STFTFrontend, get_config, load_model_state,
                                              model_state_for_saving)
 
 
@@ -122,7 +122,7 @@ def _briefly_trained_tiny(seed: int = 0) -> tuple[EuleroDec, torch.Tensor]:
 
 
 def test_save_load_is_exact(tmp_path):
-    from bench.train.checkpoint import load_checkpoint, save_checkpoint
+    from bench.models.checkpoint import load_checkpoint, save_checkpoint
 
     model, x = _briefly_trained_tiny()
     ref = model(x)
@@ -156,7 +156,7 @@ def test_half_precision_checkpoint_rounds_weights_and_stays_close(tmp_path):
     well as the fp32 codes do, so a flipped code is a tie and not a wrong choice (residual norm within
     1%, [0.04%]; random codes are 14-45% worse).
     """
-    from bench.train.checkpoint import load_checkpoint, save_checkpoint
+    from bench.models.checkpoint import load_checkpoint, save_checkpoint
 
     model, x = _briefly_trained_tiny()
     state = model_state_for_saving(model)

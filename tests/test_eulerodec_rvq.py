@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.codecs.nn.complex_rvq import ComplexResidualVQ
+from bench.models.complex_rvq import ComplexResidualVQ
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

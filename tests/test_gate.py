@@ -182,9 +182,9 @@ def test_end_to_end_with_a_real_dac_checkpoint_and_noisy_weights(tmp_path, capsy
     """The real runner and DAC codec: a tiny checkpoint passes its own baseline; noise in its weights fails."""
     torch = pytest.importorskip("torch")
     soundfile = pytest.importorskip("soundfile")
-    from bench.codecs.nn.dac_model import CONFIGS, DAC
+    from bench.models.dac_model import CONFIGS, DAC
     from bench.runner import RunConfig, run_benchmark
-    from bench.train.checkpoint import module_tensors, save_checkpoint
+    from bench.models.checkpoint import module_tensors, save_checkpoint
 
     torch.set_num_threads(1)
     sr, clips = 16000, []

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from bench.codecs.base import BitstreamError, unpack_header
-from bench.codecs.nn.vrvq_model import CONFIGS, VRVQ
+from bench.models.vrvq_model import CONFIGS, VRVQ
 from bench.codecs.vrvq import DEFAULT_CHECKPOINT, VRVQCodec, pack_fields, read_field
-from bench.train.checkpoint import module_tensors, save_checkpoint
+from bench.models.checkpoint import module_tensors, save_checkpoint
 from shared_paths import SHARED_AUDIO
 
 torch.set_num_threads(1)

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
-from bench.codecs.nn.dac_model import DAC
-from bench.codecs.nn.dac_model import get_config as dac_config
-from bench.codecs.nn.vrvq_model import (
+from bench.models.dac_model import DAC
+from bench.models.dac_model import get_config as dac_config
+from bench.models.vrvq_model import (
     CONFIGS, ImportanceNet, VRVQ, VRVQConfig, counts_from_importance, importance_to_mask, logcosh_step,
     prefix_mask, saturated_step,
 )

@@ -28,14 +28,14 @@ class CheckpointCodec(Codec):
 
     @property
     def checkpoint_path(self) -> Path:
-        from bench.train.checkpoint import weights_path
+        from bench.models.checkpoint import weights_path
 
         return weights_path(self.checkpoint) if self.checkpoint else self.default_checkpoint
 
     @property
     def card(self) -> dict:
         if self._card is None:
-            from bench.train.checkpoint import codec_card
+            from bench.models.checkpoint import codec_card
 
             self._card = codec_card(self.name, self.checkpoint, self.default_checkpoint)
         return self._card

@@ -1,7 +1,7 @@
 """Improved RVQGAN (DAC), trained in this repository, behind the Codec interface.
 
 * Weights: a bench checkpoint (``NAME.safetensors`` + ``NAME.json`` card, see
-  ``bench.train.checkpoint``). By default the shipped ``small`` model in
+  ``bench.models.checkpoint``). By default the shipped ``small`` model in
   ``bench/codecs/checkpoints/dac_small.safetensors``; ``--codecs dac:PATH`` loads any other checkpoint
   trained with ``bench train dac``. A missing checkpoint is an error, never random weights.
 * Operating points: the number of codebooks, ``1..N`` (named ``"1"`` .. ``"N"``: ``dac@4``). Exactly
@@ -24,7 +24,7 @@ import torch
 from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, \
     register_codec
 from bench.codecs._checkpointed import CheckpointCodec
-from bench.codecs.nn.bitpack import pack_codes, packed_size, unpack_codes
+from bench.models.bitpack import pack_codes, packed_size, unpack_codes
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "dac_small.safetensors"
@@ -40,7 +40,7 @@ class DACCodec(CheckpointCodec):
         return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
 
     def config_from_dict(self, config: dict):
-        from bench.codecs.nn.dac_model import DACConfig
+        from bench.models.dac_model import DACConfig
 
         return DACConfig.from_dict(config)
 
@@ -76,8 +76,8 @@ class DACCodec(CheckpointCodec):
         return self.card.get("num_parameters")
 
     def _load(self) -> None:
-        from bench.codecs.nn.dac_model import DAC
-        from bench.train.checkpoint import load_checkpoint, load_module
+        from bench.models.dac_model import DAC
+        from bench.models.checkpoint import load_checkpoint, load_module
 
         tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model="dac")
         model = DAC(self.config)

@@ -1,6 +1,6 @@
 """EuleroDec (complex-valued RVQ-VAE on the STFT, arXiv 2601.17517), trained here, behind the Codec interface.
 
-* Weights: bench checkpoints (``NAME.safetensors`` + ``NAME.json``, see ``bench.train.checkpoint``).
+* Weights: bench checkpoints (``NAME.safetensors`` + ``NAME.json``, see ``bench.models.checkpoint``).
   Plain ``eulerodec`` loads the two shipped models, ``bench/codecs/checkpoints/eulerodec_small6``
   (8x time compression, 46.875 frames/s) and ``eulerodec_small12`` (4x, 93.75 frames/s);
   ``--codecs eulerodec:PATH`` loads any one checkpoint written by ``bench train eulerodec``.
@@ -24,7 +24,7 @@ import torch
 
 from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, \
     register_codec
-from bench.codecs.nn.bitpack import pack_codes, packed_size, unpack_codes
+from bench.models.bitpack import pack_codes, packed_size, unpack_codes
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 SHIPPED = ("eulerodec_small6", "eulerodec_small12")
@@ -48,7 +48,7 @@ class EuleroDecCodec(Codec):
 
     # --- checkpoints and spec ------------------------------------------------------------
     def _paths(self) -> list[Path]:
-        from bench.train.checkpoint import CheckpointError, weights_path
+        from bench.models.checkpoint import CheckpointError, weights_path
 
         if self.checkpoint:
             return [weights_path(self.checkpoint)]
@@ -64,7 +64,7 @@ class EuleroDecCodec(Codec):
     def cards(self) -> dict[str, tuple[Path, dict]]:
         """label ("6k") -> (weights path, card); reads only the JSON cards."""
         if self._cards is None:
-            from bench.train.checkpoint import CheckpointError, read_card
+            from bench.models.checkpoint import CheckpointError, read_card
 
             cards: dict[str, tuple[Path, dict]] = {}
             for path in self._paths():
@@ -85,7 +85,7 @@ class EuleroDecCodec(Codec):
 
     @staticmethod
     def _config_of(card: dict):
-        from bench.codecs.nn.eulerodec_model import EuleroDecConfig
+        from bench.models.eulerodec_model import EuleroDecConfig
 
         return EuleroDecConfig.from_dict(card["config"])
 
@@ -136,8 +136,8 @@ class EuleroDecCodec(Codec):
         return max(n for n in nums if n is not None) if any(n is not None for n in nums) else None
 
     def _load(self) -> None:
-        from bench.codecs.nn.eulerodec_model import EuleroDec, load_model_state
-        from bench.train.checkpoint import CheckpointError, load_checkpoint
+        from bench.models.eulerodec_model import EuleroDec, load_model_state
+        from bench.models.checkpoint import CheckpointError, load_checkpoint
 
         for label, (path, card) in self.cards.items():
             tensors, _ = load_checkpoint(path, model="eulerodec")
@@ -179,7 +179,7 @@ class EuleroDecCodec(Codec):
 
     # --- bitstream -------------------------------------------------------------------------
     def _shape(self, op: OperatingPoint, batch_size: int, num_samples: int) -> tuple[int, int, int]:
-        from bench.codecs.nn.eulerodec_model import STFTFrontend
+        from bench.models.eulerodec_model import STFTFrontend
 
         label, n = self._model_and_n(op)
         cfg = self.config(label)

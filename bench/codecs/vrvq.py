@@ -86,7 +86,7 @@ class VRVQCodec(CheckpointCodec):
         return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
 
     def config_from_dict(self, config: dict):
-        from bench.codecs.nn.vrvq_model import VRVQConfig
+        from bench.models.vrvq_model import VRVQConfig
 
         return VRVQConfig.from_dict(config)
 
@@ -145,8 +145,8 @@ class VRVQCodec(CheckpointCodec):
         return self.card.get("num_parameters")
 
     def _load(self) -> None:
-        from bench.codecs.nn.vrvq_model import VRVQ
-        from bench.train.checkpoint import load_checkpoint, load_module
+        from bench.models.vrvq_model import VRVQ
+        from bench.models.checkpoint import load_checkpoint, load_module
 
         tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model="vrvq")
         model = VRVQ(self.config)

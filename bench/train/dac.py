@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from bench.argtypes import float_range, non_negative_int
-from bench.codecs.nn.dac_model import CONFIGS, DAC, DACConfig, count_parameters
-from bench.train.checkpoint import module_tensors, save_checkpoint
+from bench.models.dac_model import CONFIGS, DAC, DACConfig, count_parameters
+from bench.models.checkpoint import module_tensors, save_checkpoint
 from bench.train.data import (
     ExcerptSampler,
     describe_data,

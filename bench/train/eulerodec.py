@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 
 from bench.argtypes import float_range, non_negative_int, positive_int
-from bench.codecs.nn.eulerodec_model import (
+from bench.models.eulerodec_model import (
     EuleroDec,
     EuleroDecConfig,
     get_config,
     model_state_for_saving,
 )
-from bench.train.checkpoint import save_checkpoint
+from bench.models.checkpoint import save_checkpoint
 from bench.train.data import (
     ExcerptSampler,
     describe_data,
@@ -134,7 +134,7 @@ class EuleroDecTrainer:
     def train_mode(self) -> None:
         """Training mode; with ``frozen_norm_stats`` the whitening layers stay in eval mode (their
         affine parameters still learn, their statistics no longer move)."""
-        from bench.codecs.nn.complex import ComplexWhitening2d
+        from bench.models.complex import ComplexWhitening2d
 
         self.model.train()
         if self.frozen_norm_stats:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from bench.errors import UserError
-from bench.train.checkpoint import (
+from bench.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_module,

@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from bench.argtypes import float_range, non_negative_int
-from bench.codecs.nn.dac_model import count_parameters
-from bench.codecs.nn.vrvq_model import CONFIGS, VRVQ, VRVQConfig
-from bench.train.checkpoint import (
+from bench.models.dac_model import count_parameters
+from bench.models.vrvq_model import CONFIGS, VRVQ, VRVQConfig
+from bench.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
     module_tensors,

@@ -1,7 +1,7 @@
 """VRVQ: variable-bitrate residual VQ on the DAC backbone (Chae et al., "Variable Bitrate Residual
 Vector Quantization for Audio Coding", Sony AI, ICASSP 2025; reference code sonyresearch/VRVQ).
 
-What VRVQ adds to DAC (everything else is :class:`bench.codecs.nn.dac_model.DAC`, reused as is):
+What VRVQ adds to DAC (everything else is :class:`bench.models.dac_model.DAC`, reused as is):
 
 * **Importance subnetwork**: on the encoder activation after its last strided block and before its
   final Snake + conv (``DAC.encoder.body``), Snake + weight-normalised conv (k=3) blocks narrowing the
@@ -52,9 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.codecs.nn.dac_model import CONFIGS as DAC_CONFIGS
-from bench.codecs.nn.dac_model import DAC, DACConfig, GeneratorOutput
-from bench.codecs.nn.layers import Snake1d, WNConv1d
+from bench.models.dac_model import CONFIGS as DAC_CONFIGS
+from bench.models.dac_model import DAC, DACConfig, GeneratorOutput
+from bench.models.layers import Snake1d, WNConv1d
 
 #: channel widths of the importance net at the paper's width (input 1024 channels), output 1 appended
 PAPER_IMPORTANCE_WIDTHS = (1024, 512, 128, 32, 8)

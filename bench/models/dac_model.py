@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from bench.codecs.nn.layers import DecoderBlock, EncoderBlock, Snake1d, WNConv1d, init_conv_weights
-from bench.codecs.nn.rvq import QuantizerOutput, ResidualVQ
+from bench.models.layers import DecoderBlock, EncoderBlock, Snake1d, WNConv1d, init_conv_weights
+from bench.models.rvq import QuantizerOutput, ResidualVQ
 
 
 @dataclass(frozen=True)

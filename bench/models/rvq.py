@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.codecs.nn.layers import WNConv1d
+from bench.models.layers import WNConv1d
 
 
 @dataclass

@@ -62,7 +62,7 @@ def _check_safetensors_file(path: Path) -> None:
     if any(head.startswith(m) for m in PICKLE_MAGICS) or path.suffix in {".pt", ".pth", ".ckpt", ".bin", ".pkl"}:
         raise CheckpointError(
             f"{path}: not a safetensors file (looks like a PyTorch pickle). bench never unpickles "
-            "checkpoints; convert it to safetensors with a JSON card (bench.train.checkpoint.save_checkpoint)")
+            "checkpoints; convert it to safetensors with a JSON card (bench.models.checkpoint.save_checkpoint)")
     if len(head) < 9 or head[8:9] != b"{":
         raise CheckpointError(f"{path}: not a safetensors file (bad header)")
     (header_len,) = struct.unpack("<Q", head[:8])

@@ -30,14 +30,14 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from bench.codecs.nn.complex import (
+from bench.models.complex import (
     AxialAttention2d,
     ComplexConv2d,
     ComplexConvTranspose2d,
     ComplexWhitening2d,
     ModReLU,
 )
-from bench.codecs.nn.complex_rvq import ComplexResidualVQ
+from bench.models.complex_rvq import ComplexResidualVQ
 
 
 @dataclass

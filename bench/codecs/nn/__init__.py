@@ -1,1 +1,0 @@
-"""Layers shared by the in-repo neural codecs."""
