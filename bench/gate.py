@@ -44,7 +44,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import argtypes
+from bench.cli import args as argtypes
 from bench.errors import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, UserError, one_line
 
 BASELINE_FORMAT = "bench-baseline"
@@ -393,7 +393,8 @@ def run_candidate(baseline: dict[str, Any], checkpoint: str, *, codec: str | Non
                   out_dir: str | Path | None = None, metrics: list[str] | None = None,
                   run_fn: Callable[[Any], Path] | None = None, config_overrides: dict[str, Any] | None = None) -> Path:
     """Run the benchmark for a checkpoint on the baseline's items and settings; returns the run dir."""
-    from bench.runner import RunConfig, run_benchmark
+    from bench.pipeline.run import run_benchmark
+    from bench.types import RunConfig
 
     spec, _ = candidate_spec(baseline, checkpoint, codec)
     fields = {f.name for f in dataclasses.fields(RunConfig)}

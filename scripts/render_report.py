@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--height", type=int, default=3000)
     args = ap.parse_args(argv)
     if args.synthetic:
-        from bench.reports.cli import make_report
+        from bench.reports.make import make_report
         from bench.reports.synthetic import audio_source, make_run
 
         run = make_run(args.synthetic)

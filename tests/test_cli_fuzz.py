@@ -148,7 +148,8 @@ def test_report_on_what_is_not_a_run(bad, needle, paths, capsys):
 
 @pytest.fixture(scope="module")
 def a_run(tmp_path_factory) -> str:
-    from bench.runner import RunConfig, run_benchmark
+    from bench.pipeline.run import run_benchmark
+    from bench.types import RunConfig
 
     out = tmp_path_factory.mktemp("fuzzrun") / "run"
     run_benchmark(RunConfig(codecs="pcm16", dataset="demo", limit=1, metrics="si_sdr", out_dir=str(out),

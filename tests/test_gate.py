@@ -183,7 +183,8 @@ def test_end_to_end_with_a_real_dac_checkpoint_and_noisy_weights(tmp_path, capsy
     torch = pytest.importorskip("torch")
     soundfile = pytest.importorskip("soundfile")
     from bench.models.dac_model import CONFIGS, DAC
-    from bench.runner import RunConfig, run_benchmark
+    from bench.pipeline.run import run_benchmark
+    from bench.types import RunConfig
     from bench.models.checkpoint import module_tensors, save_checkpoint
 
     torch.set_num_threads(1)

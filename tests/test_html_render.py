@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.reports.cli import make_report
+from bench.reports.make import make_report
 from bench.reports.synthetic import DEFAULT_CODECS, audio_source, make_items, make_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,8 @@ def test_report_of_a_real_run_plays_the_runners_reconstructions(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from bench.runner import RunConfig, run_benchmark
+    from bench.pipeline.run import run_benchmark
+    from bench.types import RunConfig
 
     clips = tmp_path / "clips"
     clips.mkdir()

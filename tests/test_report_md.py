@@ -7,6 +7,7 @@ the next ASCII punctuation character literal, an unescaped ``|`` separates table
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import string
 
@@ -94,10 +95,8 @@ def hostile_run(tmp_path_factory):
     """A synthetic run whose names and reasons are full of markdown specials."""
     root = tmp_path_factory.mktemp("hostile")
     items = make_items(root / "audio", n_speakers=2, per_speaker=2, n_tracks=1, per_track=2, n_general=2)
-    for it in items:
-        it.dataset = HOSTILE_DATASET
-        if it.id == "sound0":
-            it.id = HOSTILE_ITEM
+    items = [dataclasses.replace(it, dataset=HOSTILE_DATASET, id=HOSTILE_ITEM if it.id == "sound0" else it.id)
+             for it in items]
     codecs = {"opus": DEFAULT_CODECS["opus"], HOSTILE_CODEC: DEFAULT_CODECS["toy:/ckpts/toy-v1.safetensors"]}
     run_dir = make_run(root / "run", codecs=codecs, items=items, run_id=HOSTILE_RUN_ID, write_recon=False)
     with Store(run_dir / "results.sqlite") as store:

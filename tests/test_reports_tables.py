@@ -14,7 +14,7 @@ from bench.errors import UserError
 from bench.cli import main as bench_main
 from bench.reports import report as rep
 from bench.reports import tables
-from bench.reports.cli import make_report
+from bench.reports.make import make_report
 from bench.reports.load import display_codec, load_run, metric_info
 from bench.reports.synthetic import make_run
 

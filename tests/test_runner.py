@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -16,7 +17,8 @@ import pytest
 import soundfile as sf
 
 from bench.cli import main as bench_main
-from bench.runner import RunConfig, run_benchmark
+from bench.pipeline.run import run_benchmark
+from bench.types import RunConfig
 
 
 def rows(run_dir: Path, sql: str = "SELECT item_id, codec, op, metric, value, status, error FROM results") -> list[tuple]:
@@ -45,7 +47,7 @@ def test_rerun_reuses_cache_and_adds_metric(tmp_path):
     run_benchmark(cfg)
     cache_files = sorted(Path(os.environ["BENCH_CACHE_DIR"], "recon").rglob("*.bin"))
     mtimes = {p: p.stat().st_mtime_ns for p in cache_files}
-    cfg.metrics = "si_sdr,mel_distance"
+    cfg = dataclasses.replace(cfg, metrics="si_sdr,mel_distance")  # RunConfig is frozen
     run = run_benchmark(cfg)
     assert {p: p.stat().st_mtime_ns for p in cache_files} == mtimes  # nothing re-encoded
     assert len(rows(run)) == 2 * 2

@@ -202,7 +202,7 @@ BAD_ARGS = [
 @pytest.mark.parametrize("argv,needle", [case[1:] for case in BAD_ARGS], ids=[case[0] for case in BAD_ARGS])
 def test_bad_arguments_exit_2_with_one_line(files, capsys, monkeypatch, argv, needle):
     """Table-driven fuzz: every bad value is one line on stderr, exit 2, and no scoring starts."""
-    import bench.metrics.score as score_mod
+    import bench.cli.score as score_mod
 
     def no_scoring(*_a, **_k):
         raise AssertionError("scoring started before the arguments were checked")
@@ -231,7 +231,7 @@ PAIRS_PROBLEMS = [
 
 @pytest.mark.parametrize("text,needle", [c[1:] for c in PAIRS_PROBLEMS], ids=[c[0] for c in PAIRS_PROBLEMS])
 def test_pairs_list_problems_exit_2_before_scoring(files, capsys, monkeypatch, text, needle):
-    import bench.metrics.score as score_mod
+    import bench.cli.score as score_mod
 
     monkeypatch.setattr(score_mod, "score_files", lambda *a, **k: pytest.fail("scored a bad pairs list"))
     pairs = files["tmp"] / "pairs.csv"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.registry import METRICS
-from bench.scoring import apply_lag, estimate_lag, score_pair
+from bench.pipeline.scoring import apply_lag, estimate_lag, score_pair
 
 
 def _speechlike(n: int, seed: int = 0) -> np.ndarray:

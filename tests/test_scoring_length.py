@@ -1,6 +1,6 @@
 """Length policy of the shared scoring path: a truncated or padded decode is a failure, not a perfect score.
 
-``bench score`` and the runner's ``score_task`` both go through :func:`bench.scoring.score_pair`; a
+``bench score`` and the runner's ``score_task`` both go through :func:`bench.pipeline.scoring.score_pair`; a
 length difference beyond max(1 % of the reference, ``length_tolerance_s``) fails every applicable
 metric with a reason naming both lengths, while codec frame padding and delay inside it are trimmed
 with a note, as before.
@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from bench import scoring
+from bench.pipeline import scoring
 from bench.datasets.base import Item
 from bench.registry import METRICS
-from bench.scoring import score_pair
+from bench.pipeline.scoring import score_pair
 
 RATE = 16000
 N = int(1.5 * RATE)
@@ -131,7 +131,7 @@ def test_channel_mismatch_is_noted_and_bad_shapes_refused():
 
 
 def test_runner_score_task_goes_through_the_same_check():
-    from bench.runner import score_task
+    from bench.pipeline.engine import score_task
 
     ref = _signal()
     out = score_task(ref[None], ref[None, : N // 2], RATE, ["si_sdr", "stoi"], ITEM.to_dict(), "xcorr")

@@ -26,7 +26,9 @@ from bench.cli import main as bench_main
 from bench.codecs.base import Encoded, register_codec
 from bench.codecs.pcm import Pcm16Codec
 from bench.registry import CODECS
-from bench.runner import RunConfig, RunMismatchError, run_benchmark
+from bench.pipeline.identity import RunMismatchError
+from bench.pipeline.run import run_benchmark
+from bench.types import RunConfig
 
 # --- test codecs (a user's plugin codecs, registered the way a plugin would) -----------------------
 
@@ -339,7 +341,7 @@ def test_run_where_every_pair_fails_exits_3_with_the_reason(folder, tmp_path, ca
 
 
 def test_report_leaves_the_results_database_untouched(folder, tmp_path):
-    from bench.reports.cli import make_report
+    from bench.reports.make import make_report
 
     out = tmp_path / "run"
     run_benchmark(_cfg(folder, out))

@@ -16,7 +16,8 @@ import torch
 
 from bench.codecs.base import Codec, CodecSpec, Encoded, OperatingPoint, register_codec
 from bench.registry import CODECS
-from bench.runner import RunConfig, run_benchmark
+from bench.pipeline.run import run_benchmark
+from bench.types import RunConfig
 
 
 class _NoisyPcmCodec(Codec):

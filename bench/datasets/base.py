@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,9 +22,13 @@ class DataMissingError(UserError, FileNotFoundError):
     """The dataset is not on disk; the message says how to get it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Item:
-    """One evaluation item. ``start_s``/``duration_s`` select an excerpt of the file (None = whole)."""
+    """One evaluation item. ``start_s``/``duration_s`` select an excerpt of the file (None = whole).
+
+    Frozen: a dataset makes it and no later stage changes it (derive a copy with
+    ``dataclasses.replace``); ``extra`` holds dataset-specific facts (stream index, excerpt policy).
+    """
 
     id: str
     path: str
@@ -78,3 +82,43 @@ def item_list_hash(items: list[Item]) -> str:
     for it in items:
         h.update(json.dumps([it.id, it.start_s, it.duration_s, it.domain], sort_keys=True).encode())
     return h.hexdigest()
+
+
+# --- selection: --dataset, --split, --dataset-opt, --items, --limit ---------------------------------
+
+def resolve_dataset(name: str | None, split: str | None, options: dict[str, str] | None = None) -> tuple[Dataset, str]:
+    """(dataset object, split). ``--split test-other`` alone means the dataset that has that split (LibriTTS first)."""
+    if name:
+        ds = DATASETS.get(name)
+    elif split:
+        owners = [d for _, d in DATASETS.items() if split in d.splits]
+        if not owners:
+            raise UserError(f"no dataset has a split {split!r}; pass --dataset (see `bench ls datasets`)")
+        owners.sort(key=lambda d: d.name != "libritts")
+        ds = owners[0]
+    else:
+        ds = DATASETS.get("demo")
+    if options:
+        configure = getattr(ds, "configure", None)
+        if configure is None:
+            raise UserError(f"dataset {ds.name!r} takes no options (got {sorted(options)})")
+        ds = configure(**options) or ds
+    return ds, ds.check_split(split)
+
+
+def select_items(ds: Dataset, split: str, root: str | Path | None = None, *, item_ids: list[str] | None = None,
+                 limit: int | None = None, seed: int = 0) -> list[Item]:
+    """The items of a split, restricted to ``item_ids`` and to a seeded random subset of ``limit``."""
+    items = [it if (it.dataset and it.split) else replace(it, dataset=it.dataset or ds.name, split=it.split or split)
+             for it in ds.items(split, root)]
+    if item_ids is not None:
+        wanted = set(item_ids)
+        items = [it for it in items if it.id in wanted]
+        missing = wanted - {it.id for it in items}
+        if missing:
+            raise UserError(f"{len(missing)} requested item id(s) not in {ds.name}/{split}, e.g. {sorted(missing)[:3]}")
+    if limit is not None and limit < len(items):
+        from bench.datasets.protocol import subsample
+
+        items = subsample(items, limit, seed)
+    return items

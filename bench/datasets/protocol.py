@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -163,14 +163,14 @@ def choose_excerpt(path: str | Path, item_id: str, policy: ExcerptPolicy, *, str
 
 
 def apply_excerpt(item: Item, policy: ExcerptPolicy, *, duration_hint_s: float | None = None) -> Item:
-    """Set ``item.start_s``/``duration_s`` by the policy and record it in ``item.extra``."""
+    """The item with ``start_s``/``duration_s`` chosen by the policy, recorded in its ``extra`` (a new item)."""
     if policy.duration_s is None:
         return item
     stream_index = int(item.extra.get("stream_index", 0))
-    item.start_s, item.duration_s = choose_excerpt(item.path, item.id, policy, stream_index=stream_index,
-                                                   duration_hint_s=duration_hint_s)
-    item.extra["excerpt"] = policy.describe()["kind"]
-    return item
+    start_s, duration_s = choose_excerpt(item.path, item.id, policy, stream_index=stream_index,
+                                         duration_hint_s=duration_hint_s)
+    return replace(item, start_s=start_s, duration_s=duration_s,
+                   extra={**item.extra, "excerpt": policy.describe()["kind"]})
 
 
 # --- the record ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from bench.metrics import DEFAULT_METRICS
 from bench.registry import METRICS
 
 DOMAINS = ("speech", "music", "general")
@@ -75,7 +76,7 @@ class MetricSpec:
 
 #: harness modules between the pair of signals and the metric function (alignment, resampling,
 #: the call wrapper): their code decides every metric's values too
-SCORING_MODULES = ("bench.scoring", "bench.metrics.base", "bench.audio")
+SCORING_MODULES = ("bench.pipeline.scoring", "bench.metrics.base", "bench.audio")
 
 
 def metric_fingerprint(spec: MetricSpec) -> str:
@@ -141,3 +142,12 @@ def compute(spec: MetricSpec, preds: torch.Tensor, target: torch.Tensor, *,
         return [failed(str(exc)) for _ in range(batch)]
     except Exception as exc:  # noqa: BLE001 - a backend crash must not stop the run
         return [failed(f"{type(exc).__name__}: {exc}") for _ in range(batch)]
+
+
+def select_metrics(spec: str | None) -> list[MetricSpec]:
+    """Parse ``--metrics``: None or 'default' (DEFAULT_METRICS), 'all', or comma-separated names."""
+    if spec is None or spec == "default":
+        return [METRICS.get(n) for n in DEFAULT_METRICS if n in METRICS]
+    if spec == "all":
+        return [m for _, m in METRICS.items()]
+    return [METRICS.get(n.strip()) for n in spec.split(",") if n.strip()]

@@ -104,13 +104,13 @@ def _as_audio(obj: Any) -> tuple[np.ndarray, int] | None:
 def default_audio_source(data: RunData) -> AudioSource:
     """Reconstructions from the runner's cache; references prepared exactly as the run prepared them.
 
-    Reconstructions: ``bench.runner.reconstruction_path(run_dir, cache_key)`` of the coded row.
+    Reconstructions: ``bench.pipeline.code.reconstruction_path(run_dir, cache_key)`` of the coded row.
     References: the run's dataset (with its options, split and root from the manifest settings)
-    through ``bench.runner.prepare_reference``, so loudness normalisation and the channel policy
+    through ``bench.pipeline.code.prepare_reference``, so loudness normalisation and the channel policy
     match what the codecs were given; without the runner, the item's file as it is.
     """
     try:
-        import bench.runner as runner
+        import bench.pipeline.code as runner
     except Exception:  # noqa: BLE001 - report on a machine without the runner's dependencies
         runner = None
     recon = getattr(runner, "reconstruction_path", None)
@@ -120,8 +120,10 @@ def default_audio_source(data: RunData) -> AudioSource:
         import dataclasses
 
         settings = data.manifest.get("settings") if isinstance(data.manifest.get("settings"), dict) else {}
-        names = {f.name for f in dataclasses.fields(runner.RunConfig)}
-        return runner.RunConfig(**{k: v for k, v in settings.items() if k in names})
+        from bench.types import RunConfig
+
+        names = {f.name for f in dataclasses.fields(RunConfig)}
+        return RunConfig(**{k: v for k, v in settings.items() if k in names})
 
     def items_by_id() -> dict[str, Any]:
         if "items" in cache:
@@ -129,9 +131,11 @@ def default_audio_source(data: RunData) -> AudioSource:
         found: dict[str, Any] = {}
         cache["items"] = found
         try:
-            if runner is not None and hasattr(runner, "resolve_dataset"):
+            if runner is not None:
+                from bench.datasets.base import resolve_dataset
+
                 cfg = cache.setdefault("cfg", run_config())
-                ds, split = runner.resolve_dataset(cfg)
+                ds, split = resolve_dataset(cfg.dataset, cfg.split, cfg.dataset_options)
                 found.update({it.id: it for it in ds.items(split, cfg.root)})
             else:
                 from bench.registry import DATASETS

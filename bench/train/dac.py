@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from bench.argtypes import float_range, non_negative_int
+from bench.cli.args import float_range, non_negative_int
 from bench.models.dac_model import CONFIGS, DAC, DACConfig, count_parameters
 from bench.models.checkpoint import module_tensors, save_checkpoint
 from bench.train.data import (

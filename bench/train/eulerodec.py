@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from bench.argtypes import float_range, non_negative_int, positive_int
+from bench.cli.args import float_range, non_negative_int, positive_int
 from bench.models.eulerodec_model import (
     EuleroDec,
     EuleroDecConfig,

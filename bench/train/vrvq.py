@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from bench.argtypes import float_range, non_negative_int
+from bench.cli.args import float_range, non_negative_int
 from bench.models.dac_model import count_parameters
 from bench.models.vrvq_model import CONFIGS, VRVQ, VRVQConfig
 from bench.models.checkpoint import (

@@ -1,7 +1,9 @@
 """The ``bench`` command line.
 
-Each subcommand lives in the module that owns it; that module exposes
-``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported only for the
+Each subcommand is one module of this package (``bench.cli.run``, ``bench.cli.report``...) exposing
+``add_arguments(parser)`` and ``main(args) -> int``: its argument parsing and printing, and nothing
+else; the work is done by the library below. Here is the one place that turns a user's mistake
+(:class:`bench.errors.UserError`) into one line and exit code 2. Modules are imported only for the
 subcommand being run (and to build ``--help``), and keep heavy imports inside functions.
 """
 
@@ -11,17 +13,17 @@ import argparse
 import importlib
 import sys
 
-from bench.argtypes import OneLineParser as _Parser
+from bench.cli.args import OneLineParser as _Parser
 from bench.errors import UserError, one_line
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("bench.runner", "encode/decode a dataset with codecs and score it (resumable)"),
-    "report": ("bench.reports.cli", "write tables, R-D plots and an HTML report for a run"),
-    "ls": ("bench.cli_ls", "list registered codecs, metrics or datasets"),
-    "score": ("bench.metrics.score", "score reference/degraded files made elsewhere"),
-    "data": ("bench.datasets.cli", "list, download and verify datasets"),
-    "train": ("bench.train.cli", "train an in-repo codec (dac, vrvq, eulerodec)"),
+    "run": ("bench.cli.run", "encode/decode a dataset with codecs and score it (resumable)"),
+    "report": ("bench.cli.report", "write tables, R-D plots and an HTML report for a run"),
+    "ls": ("bench.cli.ls", "list registered codecs, metrics or datasets"),
+    "score": ("bench.cli.score", "score reference/degraded files made elsewhere"),
+    "data": ("bench.cli.data", "list, download and verify datasets"),
+    "train": ("bench.cli.train", "train an in-repo codec (dac, vrvq, eulerodec)"),
     "baseline": ("bench.gate", "save a baseline for the checkpoint gate"),
     "gate": ("bench.gate", "gate a candidate checkpoint or run against a baseline"),
 }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.argtypes import key_value
+from bench.cli.args import key_value
 from bench.errors import UserError
 
 

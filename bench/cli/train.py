@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 import sys
 
-from bench.argtypes import (
+from bench.cli.args import (
     OneLineParser,
     float_range,
     non_negative_int,

@@ -3,7 +3,7 @@
     bench score REF DEG [--domain speech|music|general] [--metrics LIST] [--transcript TEXT] [--json]
     bench score --pairs LIST.csv [--json] [--out RESULTS.csv] [--workers N]
 
-Both forms go through :func:`bench.scoring.score_pair`, the pipeline ``bench run`` uses, so the numbers are
+Both forms go through :func:`bench.pipeline.scoring.score_pair`, the pipeline ``bench run`` uses, so the numbers are
 the same as the harness would give: channels mixed to mono, a constant delay estimated by
 cross-correlation and removed (``--align``), both signals resampled to each metric's native rate with the
 one resampler (soxr), trimmed to equal length; a metric that does not apply to the domain is skipped with
@@ -14,7 +14,7 @@ of rate-agnostic metrics (mel, STFT, LSD, phase, SI-SDR) is the reference's rate
 
 Lengths: DEG must cover REF. A difference of more than ``--length-tolerance-s`` (default 50 ms) or 1 % of
 REF, whichever is larger, fails the pair (every metric NaN, the reason names both lengths); see
-:mod:`bench.scoring`. Smaller differences are trimmed with a note. Channels are mixed to mono (noted).
+:mod:`bench.pipeline.scoring`. Smaller differences are trimmed with a note. Channels are mixed to mono (noted).
 
 Pairs CSV: a header row with columns ``ref`` and ``deg`` (paths, relative ones resolved against the CSV's
 folder) and optional ``id``, ``domain``, ``transcript``. Missing ``domain`` falls back to ``--domain``.
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.argtypes import existing_file, float_range, positive_int, writable_file
+from bench.cli.args import existing_file, float_range, positive_int, writable_file
 from bench.errors import UserError, one_line
 
 DOMAIN_CHOICES = ("speech", "music", "general")
@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_metrics(spec: str | None) -> list:
-    from bench.runner import resolve_metrics
+    from bench.metrics.base import select_metrics as resolve_metrics
 
     return resolve_metrics(spec)
 
@@ -156,7 +156,7 @@ def score_files(pair: PairSpec, metric_names: list[str], align: str = "xcorr",
     from bench.audio import resample
     from bench.datasets.base import Item
     from bench.registry import METRICS
-    from bench.scoring import DEFAULT_MAX_LAG_S, LENGTH_TOLERANCE_S, score_pair
+    from bench.pipeline.scoring import DEFAULT_MAX_LAG_S, LENGTH_TOLERANCE_S, score_pair
 
     ref, deg = _load(pair.ref), _load(pair.deg)
     rate = ref.sample_rate_hz

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.argtypes import (
+from bench.reports.make import FORMATS, make_report
+
+from bench.cli.args import (
     existing_path,
     float_range,
     int_range,
@@ -18,7 +20,6 @@ from bench.argtypes import (
     writable_dir,
 )
 
-FORMATS = ("html", "md", "csv", "json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,36 +47,6 @@ def parse_formats(text: str) -> list[str]:
     if bad or not formats:
         raise argparse.ArgumentTypeError(f"unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(FORMATS)}")
     return formats
-
-
-def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, reference: str | None = None,
-                formats: list[str] | tuple[str, ...] = FORMATS, run_id: str | None = None,
-                n_boot: int = 2000, alpha: float = 0.05, seed: int = 0, audio_source=None,
-                with_audio: bool = True, listen_kbps: float | None = None, excerpt_s: float = 5.0) -> dict[str, Path]:
-    """Programmatic entry point; returns the written files by kind."""
-    from bench.reports import html as html_mod
-    from bench.reports import report as rep
-    from bench.reports.load import load_run
-
-    data = load_run(run_dir, run_id)
-    out = Path(out_dir) if out_dir else data.run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    report = rep.build(data, reference=reference, n_boot=n_boot, alpha=alpha, seed=seed)
-    written: dict[str, Path] = {}
-    for metric, path in rep.write_plots(report, out).items():
-        written[f"plot:{metric}"] = path
-    if "csv" in formats:
-        for path in rep.write_csv(report, out):
-            written[f"csv:{path.stem}"] = path
-    if "json" in formats:
-        written["json"] = rep.write_json(report, out)
-    if "md" in formats:
-        written["md"] = rep.write_markdown(report, out)
-    if "html" in formats:
-        source = audio_source if audio_source is not None else (html_mod.default_audio_source(data) if with_audio else None)
-        written["html"] = html_mod.write_html(report, out, audio_source=source if with_audio else None,
-                                              excerpt_s=excerpt_s, target_kbps=listen_kbps)
-    return written
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,0 +1,55 @@
+"""Where scoring runs: a spawn process pool (workers exit with their parent) or inline.
+
+``score_task`` is what a worker does for one pair: plain data in, plain data out (picklable).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+import numpy as np
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
+    from bench.workers import init_metric_worker
+
+    init_metric_worker(parent_pid)
+
+
+def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str], item: dict, align: str) -> dict:
+    """Score one pair with the named metrics; returns plain data (picklable)."""
+    from bench.datasets.base import Item
+    from bench.registry import METRICS
+    from bench.pipeline.scoring import score_pair
+
+    specs = [METRICS.get(n) for n in metric_names]
+    res = score_pair(ref, deg, sr, specs, item=Item(**item), align=align)
+    return {
+        "values": {k: (v.value, v.error, v.extra) for k, v in res.values.items()},
+        "skipped": {k: s.reason for k, s in res.skipped.items()},
+    }
+
+
+class InlineExecutor:
+    """Same surface as an executor, for --workers 1 (no process overhead; easy to debug).
+
+    Scores with torch on one thread, as the pool's workers do, so a value never depends on
+    ``--workers`` (a float32 sum split over more threads differs in its last bits).
+    """
+
+    def submit(self, fn, *args):
+        import torch
+
+        fut: cf.Future = cf.Future()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001
+            fut.set_exception(exc)
+        finally:
+            torch.set_num_threads(threads)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
