@@ -92,7 +92,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class ReconCache:
-    def __init__(self, root: str | Path | None = None, *, refresh: bool = False, readonly: bool = False):
+    def __init__(self, root: str | Path | None = None, *, refresh: bool = False, readonly: bool = False) -> None:
         """Open (creating) the cache folder.
 
         ``refresh=True`` ignores existing entries (they are rewritten); ``readonly=True`` is for

@@ -33,7 +33,7 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 class Registry(Generic[T]):
     """A named collection with helpful errors for misspelt names."""
 
-    def __init__(self, kind: str, package: str):
+    def __init__(self, kind: str, package: str) -> None:
         self.kind = kind
         self.package = package
         self._entries: dict[str, T] = {}

@@ -88,7 +88,7 @@ def _nan_to_none(x: float | None) -> float | None:
 class Store:
     """Thin wrapper over one SQLite file (``RUN_DIR/results.sqlite``)."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False):
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         """Open (and for writing, create) a results database.
 
         ``readonly=True`` is for readers (reports, baselines): it opens the file with SQLite's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+
 @dataclass(frozen=True)
 class RunConfig:
     """What a run was asked to do (codecs, dataset, metrics, policies); see ``bench run --help``."""

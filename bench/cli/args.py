@@ -20,7 +20,7 @@ ArgType = Callable[[str], object]
 class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors: ``PROG: error: ...`` and exit code 2, no usage dump."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> None:  # type: ignore[override]
         from bench.errors import EXIT_USAGE, one_line
 
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")

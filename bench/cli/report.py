@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.reports.make import FORMATS, make_report
-
 from bench.cli.args import (
     existing_path,
     float_range,
@@ -19,7 +17,7 @@ from bench.cli.args import (
     non_negative_int,
     writable_dir,
 )
-
+from bench.reports.make import FORMATS, make_report
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

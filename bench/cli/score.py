@@ -155,8 +155,8 @@ def score_files(pair: PairSpec, metric_names: list[str], align: str = "xcorr",
     """Score one file pair; returns plain data (JSON-ready except NaN)."""
     from bench.audio import resample
     from bench.datasets.base import Item
-    from bench.registry import METRICS
     from bench.pipeline.scoring import DEFAULT_MAX_LAG_S, LENGTH_TOLERANCE_S, score_pair
+    from bench.registry import METRICS
 
     ref, deg = _load(pair.ref), _load(pair.deg)
     rate = ref.sample_rate_hz

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Never
 
 from bench.codecs.base import Codec
 
@@ -16,13 +16,13 @@ class CheckpointCodec(Codec):
 
     default_checkpoint: Path
 
-    def __init__(self, checkpoint: str | None = None):
+    def __init__(self, checkpoint: str | None = None) -> None:
         super().__init__(checkpoint)
         self._card: dict | None = None
         self._config = None
         self.model = None
 
-    def config_from_dict(self, config: dict[str, Any]):
+    def config_from_dict(self, config: dict[str, Any]) -> Never:
         """Build the model config recorded in the card."""
         raise TypeError(f"{type(self).__name__} must implement config_from_dict")
 

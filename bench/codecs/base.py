@@ -149,7 +149,7 @@ class Codec(ABC):
     #: installed distributions whose versions decide the output
     fingerprint_packages: tuple[str, ...] = ("numpy", "torch")
 
-    def __init__(self, checkpoint: str | None = None):
+    def __init__(self, checkpoint: str | None = None) -> None:
         self.checkpoint = checkpoint
         self.device = torch.device("cpu")
         self._loaded = False

@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, \
-    register_codec
 from bench.codecs._checkpointed import CheckpointCodec
+from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
 from bench.models.bitpack import pack_codes, packed_size, unpack_codes
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -76,8 +75,8 @@ class DACCodec(CheckpointCodec):
         return self.card.get("num_parameters")
 
     def _load(self) -> None:
-        from bench.models.dac_model import DAC
         from bench.models.checkpoint import load_checkpoint, load_module
+        from bench.models.dac_model import DAC
 
         tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model="dac")
         model = DAC(self.config)

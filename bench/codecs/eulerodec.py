@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, \
-    register_codec
+from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, register_codec
 from bench.models.bitpack import pack_codes, packed_size, unpack_codes
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -41,7 +40,7 @@ class EuleroDecCodec(Codec):
 
     name = "eulerodec"
 
-    def __init__(self, checkpoint: str | None = None):
+    def __init__(self, checkpoint: str | None = None) -> None:
         super().__init__(checkpoint)
         self._cards: dict[str, tuple[Path, dict]] | None = None
         self.models: dict[str, torch.nn.Module] = {}
@@ -136,8 +135,8 @@ class EuleroDecCodec(Codec):
         return max(n for n in nums if n is not None) if any(n is not None for n in nums) else None
 
     def _load(self) -> None:
-        from bench.models.eulerodec_model import EuleroDec, load_model_state
         from bench.models.checkpoint import CheckpointError, load_checkpoint
+        from bench.models.eulerodec_model import EuleroDec, load_model_state
 
         for label, (path, card) in self.cards.items():
             tensors, _ = load_checkpoint(path, model="eulerodec")

@@ -34,8 +34,7 @@ import numpy as np
 import torch
 
 from bench.codecs._checkpointed import CheckpointCodec
-from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, \
-    register_codec
+from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "vrvq_small.safetensors"
@@ -145,8 +144,8 @@ class VRVQCodec(CheckpointCodec):
         return self.card.get("num_parameters")
 
     def _load(self) -> None:
-        from bench.models.vrvq_model import VRVQ
         from bench.models.checkpoint import load_checkpoint, load_module
+        from bench.models.vrvq_model import VRVQ
 
         tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model="vrvq")
         model = VRVQ(self.config)

@@ -30,7 +30,14 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from bench.datasets._common import Configurable, DatasetOptionError, Downloadable, audio_files, missing_data, parse_optional_float
+from bench.datasets._common import (
+    Configurable,
+    DatasetOptionError,
+    Downloadable,
+    audio_files,
+    missing_data,
+    parse_optional_float,
+)
 from bench.datasets.base import Item, register_dataset
 from bench.datasets.download import Resource
 from bench.datasets.protocol import WHOLE, ExcerptPolicy, apply_excerpt

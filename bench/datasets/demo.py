@@ -75,7 +75,7 @@ def _espeak():
     chunks: list[np.ndarray] = []
     callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
-    def on_audio(wav, num_samples, _events):
+    def on_audio(wav, num_samples, _events) -> int:
         if num_samples > 0 and wav:
             chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
         return 0

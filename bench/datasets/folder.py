@@ -26,7 +26,14 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from bench.datasets._common import DOMAINS, Configurable, DatasetOptionError, audio_files, parse_optional_float, read_text
+from bench.datasets._common import (
+    DOMAINS,
+    Configurable,
+    DatasetOptionError,
+    audio_files,
+    parse_optional_float,
+    read_text,
+)
 from bench.datasets.base import DataMissingError, Item, register_dataset
 from bench.datasets.protocol import WHOLE, ExcerptPolicy, apply_excerpt
 

@@ -61,7 +61,7 @@ class PocketSphinxBackend(AsrBackend):
     name = "pocketsphinx"
 
     def __init__(self, hmm: str | None = None, lm: str | None = None, dict_path: str | None = None,
-                 max_hmm_per_frame: int = 3000):
+                 max_hmm_per_frame: int = 3000) -> None:
         self.hmm, self.lm, self.dict_path = hmm, lm, dict_path
         self.max_hmm_per_frame = int(max_hmm_per_frame)
         self._decoder = None
@@ -106,7 +106,7 @@ class WhisperBackend(AsrBackend):
     name = "whisper"
     window_s = 30.0
 
-    def __init__(self, model_path: str, language: str = "en", device: str = "cpu", num_beams: int = 1):
+    def __init__(self, model_path: str, language: str = "en", device: str = "cpu", num_beams: int = 1) -> None:
         if not model_path:
             raise AsrError("whisper backend needs a local model directory: asr='whisper:/path/to/model'")
         self.model_path = str(model_path)

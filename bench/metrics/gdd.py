@@ -27,8 +27,15 @@ import math
 
 import torch
 
-from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, \
-    stft_blocks, zero_bad_rows
+from bench.metrics._spectral import (
+    check_pair,
+    merge,
+    min_samples_for_stft,
+    require_rate,
+    screen,
+    stft_blocks,
+    zero_bad_rows,
+)
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
 N_FFT = 2048

@@ -36,8 +36,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, \
-    stft_blocks, zero_bad_rows
+from bench.metrics._spectral import (
+    check_pair,
+    merge,
+    min_samples_for_stft,
+    require_rate,
+    screen,
+    stft_blocks,
+    zero_bad_rows,
+)
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
 # ---------------------------------------------------------------------------------------------- mel scale
@@ -155,7 +162,7 @@ class MultiScaleMelDistance(torch.nn.Module):
     averaged into the item's value. Filterbanks and windows are cached per device and dtype.
     """
 
-    def __init__(self, config: MelDistanceConfig | None = None, sample_rate_hz: int | None = None):
+    def __init__(self, config: MelDistanceConfig | None = None, sample_rate_hz: int | None = None) -> None:
         super().__init__()
         self.config = config or MelDistanceConfig.dac()
         self.sample_rate_hz = sample_rate_hz

@@ -21,11 +21,10 @@ Speech only.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from bench.metrics._spectral import check_pair, screen
 from bench.metrics.base import MetricError, MetricSpec, MetricValue, failed, register_metric
-
-import torch
 
 
 def _pesq_one(ref: np.ndarray, deg: np.ndarray, fs: int, mode: str, name: str) -> MetricValue:

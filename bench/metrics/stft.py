@@ -22,8 +22,15 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.metrics._spectral import check_pair, merge, min_samples_for_stft, require_rate, screen, \
-    stft_blocks, zero_bad_rows
+from bench.metrics._spectral import (
+    check_pair,
+    merge,
+    min_samples_for_stft,
+    require_rate,
+    screen,
+    stft_blocks,
+    zero_bad_rows,
+)
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
 
@@ -46,7 +53,7 @@ class STFTDistanceConfig:
 class MultiScaleSTFTDistance(torch.nn.Module):
     """Differentiable, batched multi-scale STFT distance; ``[B, T]`` or ``[B, C, T]`` in, ``[B]`` out."""
 
-    def __init__(self, config: STFTDistanceConfig | None = None):
+    def __init__(self, config: STFTDistanceConfig | None = None) -> None:
         super().__init__()
         self.config = config or STFTDistanceConfig()
 

@@ -72,7 +72,7 @@ class ComplexConv2d(nn.Module):
     """2-D convolution with complex weights (``torch.nn.functional.conv2d`` on complex64)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0,
-                 dilation=1, bias: bool = True):
+                 dilation=1, bias: bool = True) -> None:
         super().__init__()
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.stride, self.padding, self.dilation = stride, padding, dilation
@@ -92,7 +92,7 @@ class ComplexConvTranspose2d(nn.Module):
     """Transposed 2-D convolution with complex weights, the decoder's upsampling layer."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, padding=0,
-                 bias: bool = True):
+                 bias: bool = True) -> None:
         super().__init__()
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.stride, self.padding = stride, padding
@@ -116,7 +116,7 @@ class ModReLU(nn.Module):
     initialisation would make the network linear at the start of training.
     """
 
-    def __init__(self, channels: int, init_bias: float = -0.1, eps: float = 1e-6):
+    def __init__(self, channels: int, init_bias: float = -0.1, eps: float = 1e-6) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.full((channels,), float(init_bias)))
         self.eps = eps
@@ -141,7 +141,7 @@ class ComplexWhitening2d(nn.Module):
     """
 
     def __init__(self, channels: int, momentum: float = 0.05, eps: float = 1e-5, min_det: float = 1e-8,
-                 affine: bool = True):
+                 affine: bool = True) -> None:
         super().__init__()
         self.channels, self.momentum, self.eps, self.min_det = channels, momentum, eps, min_det
         self.affine = affine
@@ -211,7 +211,7 @@ class ComplexMultiheadAttention(nn.Module):
     ``L * (2 window + 1)`` instead of ``L^2``, which keeps long files encodable.
     """
 
-    def __init__(self, channels: int, num_heads: int = 2, window: int = 0):
+    def __init__(self, channels: int, num_heads: int = 2, window: int = 0) -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"channels {channels} not divisible by num_heads {num_heads}")
@@ -254,7 +254,7 @@ class AxialAttention2d(nn.Module):
     """Pre-norm residual attention along one axis of ``[B, C, F, T]``: ``axis="time"`` or ``"freq"``."""
 
     def __init__(self, channels: int, axis: str, num_heads: int = 2, window: int = 0,
-                 num_positions: int = 0):
+                 num_positions: int = 0) -> None:
         super().__init__()
         if axis not in ("time", "freq"):
             raise ValueError(f"axis must be 'time' or 'freq', got {axis!r}")

@@ -38,7 +38,7 @@ class ComplexResidualVQ(nn.Module):
     def __init__(self, dim_complex: int, num_quantizers: int = 12, codebook_size: int = 2048,
                  beta: float = 0.05, decay_start: float = 0.98, decay_end: float = 0.999,
                  decay_warmup_steps: int = 5000, dead_after_steps: int = 200,
-                 reservoir_size: int = 4096, eps: float = 1e-5, weight_power: float = 0.0):
+                 reservoir_size: int = 4096, eps: float = 1e-5, weight_power: float = 0.0) -> None:
         super().__init__()
         self.dim_complex, self.dim = dim_complex, 2 * dim_complex
         self.num_quantizers, self.codebook_size = num_quantizers, codebook_size

@@ -104,7 +104,7 @@ def get_config(name: str) -> DACConfig:
 class Encoder(nn.Module):
     """Conv(k=7) -> strided EncoderBlocks (channels double each block) -> Snake -> Conv(k=3) to the latent."""
 
-    def __init__(self, dim: int, rates: tuple[int, ...], latent_dim: int):
+    def __init__(self, dim: int, rates: tuple[int, ...], latent_dim: int) -> None:
         super().__init__()
         layers: list[nn.Module] = [WNConv1d(1, dim, kernel_size=7, padding=3)]
         for stride in rates:
@@ -121,7 +121,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Conv(k=7) -> DecoderBlocks (channels halve each block) -> Snake -> Conv(k=7) -> tanh."""
 
-    def __init__(self, latent_dim: int, dim: int, rates: tuple[int, ...]):
+    def __init__(self, latent_dim: int, dim: int, rates: tuple[int, ...]) -> None:
         super().__init__()
         layers: list[nn.Module] = [WNConv1d(latent_dim, dim, kernel_size=7, padding=3)]
         for i, stride in enumerate(rates):
@@ -147,7 +147,7 @@ class GeneratorOutput:
 class DAC(nn.Module):
     """Encoder + residual VQ + decoder for mono audio ``[B, 1, T]`` in [-1, 1] at ``config.sample_rate_hz``."""
 
-    def __init__(self, config: DACConfig):
+    def __init__(self, config: DACConfig) -> None:
         super().__init__()
         self.config = config
         latent = config.effective_latent_dim

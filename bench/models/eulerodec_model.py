@@ -163,7 +163,7 @@ class STFTFrontend(nn.Module):
     appends a zero frame and a zero Nyquist bin and crops to the input length.
     """
 
-    def __init__(self, n_fft: int, hop_length: int, frame_multiple: int, compress_alpha: float):
+    def __init__(self, n_fft: int, hop_length: int, frame_multiple: int, compress_alpha: float) -> None:
         super().__init__()
         self.n_fft, self.hop_length, self.frame_multiple = n_fft, hop_length, frame_multiple
         self.compress_alpha = compress_alpha
@@ -214,7 +214,7 @@ class STFTFrontend(nn.Module):
 class ComplexResBlock(nn.Module):
     """x + conv1x1(act(norm(conv3x3_dilated(act(norm(x)))))), dilation along time."""
 
-    def __init__(self, channels: int, dilation: int):
+    def __init__(self, channels: int, dilation: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
             ComplexWhitening2d(channels), ModReLU(channels),
@@ -240,7 +240,7 @@ def _stage_strides(cfg: EuleroDecConfig) -> tuple[tuple[int, ...], tuple[int, ..
 
 
 class Down(nn.Module):
-    def __init__(self, cin: int, cout: int, f_stride: int, t_stride: int):
+    def __init__(self, cin: int, cout: int, f_stride: int, t_stride: int) -> None:
         super().__init__()
         (kf, pf), (kt, pt) = _kernel(f_stride), _kernel(t_stride)
         self.body = nn.Sequential(ComplexWhitening2d(cin), ModReLU(cin),
@@ -251,7 +251,7 @@ class Down(nn.Module):
 
 
 class Up(nn.Module):
-    def __init__(self, cin: int, cout: int, f_stride: int, t_stride: int):
+    def __init__(self, cin: int, cout: int, f_stride: int, t_stride: int) -> None:
         super().__init__()
         (kf, pf), (kt, pt) = _kernel(f_stride), _kernel(t_stride)
         self.norm, self.act = ComplexWhitening2d(cin), ModReLU(cin)
@@ -262,7 +262,7 @@ class Up(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: EuleroDecConfig):
+    def __init__(self, cfg: EuleroDecConfig) -> None:
         super().__init__()
         ch = cfg.channels
         fs, ts = _stage_strides(cfg)
@@ -287,7 +287,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: EuleroDecConfig):
+    def __init__(self, cfg: EuleroDecConfig) -> None:
         super().__init__()
         ch = cfg.channels
         self.proj = ComplexConv2d(cfg.latent_channels, ch[4], 1)
@@ -325,7 +325,7 @@ class EuleroDecOutput:
 class EuleroDec(nn.Module):
     """The codec network: ``forward`` for training, ``encode``/``decode`` for integer codes."""
 
-    def __init__(self, cfg: EuleroDecConfig):
+    def __init__(self, cfg: EuleroDecConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.frontend = STFTFrontend(cfg.n_fft, cfg.hop_length, cfg.time_downsample, cfg.compress_alpha)

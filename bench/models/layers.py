@@ -22,7 +22,7 @@ def snake(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 class Snake1d(nn.Module):
     """Snake with one learnable ``alpha`` per channel, on ``[B, C, T]``."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
@@ -56,7 +56,7 @@ def _centre_crop(x: torch.Tensor, length: int) -> torch.Tensor:
 class ResidualUnit(nn.Module):
     """Snake -> dilated conv (k=7) -> Snake -> conv (k=1), plus the input (centre-cropped if needed)."""
 
-    def __init__(self, channels: int, dilation: int = 1, kernel_size: int = 7):
+    def __init__(self, channels: int, dilation: int = 1, kernel_size: int = 7) -> None:
         super().__init__()
         pad = ((kernel_size - 1) * dilation) // 2
         self.block = nn.Sequential(
@@ -78,7 +78,7 @@ class EncoderBlock(nn.Module):
     ``length / stride`` frames, for even and odd strides alike.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.block = nn.Sequential(
             ResidualUnit(in_channels, 1),
@@ -100,7 +100,7 @@ class DecoderBlock(nn.Module):
     (the released DAC code loses one sample per odd-stride block, which shortens 24/16 kHz outputs).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.block = nn.Sequential(
             Snake1d(in_channels),

@@ -38,7 +38,7 @@ class QuantizerOutput:
 class FactorisedVQ(nn.Module):
     """One RVQ stage: in-projection to ``codebook_dim``, cosine-nearest codeword, out-projection."""
 
-    def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int):
+    def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int) -> None:
         super().__init__()
         self.codebook_size = codebook_size
         self.codebook_dim = codebook_dim
@@ -76,7 +76,7 @@ class ResidualVQ(nn.Module):
     """``n_codebooks`` factorised VQ stages applied to successive residuals."""
 
     def __init__(self, input_dim: int, n_codebooks: int, codebook_size: int, codebook_dim: int = 8,
-                 quantizer_dropout: float = 0.5):
+                 quantizer_dropout: float = 0.5) -> None:
         super().__init__()
         if not 0.0 <= quantizer_dropout <= 1.0:
             raise ValueError(f"quantizer_dropout must be in [0, 1], got {quantizer_dropout}")

@@ -260,7 +260,7 @@ class ImportanceNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, widths: tuple[int, ...], input_norm: bool = False,
-                 momentum: float = 0.05):
+                 momentum: float = 0.05) -> None:
         super().__init__()
         chans = [in_channels, *widths, 1]
         self.blocks = nn.Sequential(*[
@@ -322,7 +322,7 @@ class Stages:
 class VRVQ(DAC):
     """The DAC generator plus an importance net; codes a variable number of codebooks per frame."""
 
-    def __init__(self, config: VRVQConfig):
+    def __init__(self, config: VRVQConfig) -> None:
         super().__init__(config.backbone)
         self.vrvq_config = config
         self.importance = ImportanceNet(self.encoder.body_channels, config.resolved_importance_widths(),

@@ -19,8 +19,8 @@ def _init_worker(parent_pid: int | None = None) -> None:
 def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str], item: dict, align: str) -> dict:
     """Score one pair with the named metrics; returns plain data (picklable)."""
     from bench.datasets.base import Item
-    from bench.registry import METRICS
     from bench.pipeline.scoring import score_pair
+    from bench.registry import METRICS
 
     specs = [METRICS.get(n) for n in metric_names]
     res = score_pair(ref, deg, sr, specs, item=Item(**item), align=align)

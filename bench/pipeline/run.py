@@ -27,8 +27,7 @@ from typing import Any
 from bench.errors import UserError
 from bench.pipeline.code import ItemError, code_item, prepare_reference
 from bench.pipeline.engine import InlineExecutor, _init_worker, score_task
-from bench.pipeline.identity import (check_same_settings, item_fingerprint, metric_identities, reconcile,
-                                     value_settings)
+from bench.pipeline.identity import check_same_settings, item_fingerprint, metric_identities, reconcile, value_settings
 from bench.types import RunConfig
 
 
@@ -142,7 +141,7 @@ def load_codecs(selections: list, device: str) -> tuple[dict[str, str], dict[str
 class _Run:
     """One execution of a plan against a store: the per-item loop, the scoring pool, the counters."""
 
-    def __init__(self, cfg: RunConfig, plan: _Plan, store, run_id: str, cache):
+    def __init__(self, cfg: RunConfig, plan: _Plan, store, run_id: str, cache) -> None:
         self.cfg, self.plan, self.store, self.run_id, self.cache = cfg, plan, store, run_id, cache
         self.done: set[tuple[str, str, str, str]] = set()  # filled after the identities are reconciled
         self.workers = cfg.workers or os.cpu_count() or 1

@@ -23,8 +23,16 @@ import numpy as np
 
 from bench.reports import plots
 from bench.reports.load import RunData, display_codec
-from bench.reports.report import (FOOTNOTES, Report, bd_rows, counts_rows, efficiency_rows, fmt, paired_rows,
-                                  summary_rows)
+from bench.reports.report import (
+    FOOTNOTES,
+    Report,
+    bd_rows,
+    counts_rows,
+    efficiency_rows,
+    fmt,
+    paired_rows,
+    summary_rows,
+)
 
 AudioSource = Callable[[str, "str | None", "str | None"], Any]
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from bench.cli.args import float_range, non_negative_int
-from bench.models.dac_model import CONFIGS, DAC, DACConfig, count_parameters
 from bench.models.checkpoint import module_tensors, save_checkpoint
+from bench.models.dac_model import CONFIGS, DAC, DACConfig, count_parameters
 from bench.train.data import (
     ExcerptSampler,
     describe_data,
@@ -107,7 +107,7 @@ class DACTrainer:
     """
 
     def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, *, sample_rate_hz: int,
-                 n_codebooks: int, lr: float = 1e-4, weights: LossWeights | None = None):
+                 n_codebooks: int, lr: float = 1e-4, weights: LossWeights | None = None) -> None:
         from bench.metrics.mel import MultiScaleMelDistance
 
         self.generator = generator

@@ -162,7 +162,7 @@ class ExcerptSampler:
 
     def __init__(self, files: list[AudioFile], sample_rate_hz: int, excerpt_s: float = 0.38,
                  target_lufs: float = -16.0, loudness_cutoff_lufs: float = -40.0, context_s: float = 1.0,
-                 phase_shift: bool = True, seed: int = 0, max_tries: int = 8):
+                 phase_shift: bool = True, seed: int = 0, max_tries: int = 8) -> None:
         if not files:
             raise ValueError("no training files")
         self.sample_rate_hz = sample_rate_hz

@@ -46,7 +46,7 @@ class DiscriminatorConfig:
 class PeriodDiscriminator(nn.Module):
     """Folds the waveform into ``[T/p, p]`` and applies 2-D convs along time (HiFi-GAN MPD)."""
 
-    def __init__(self, period: int, channels: tuple[int, ...]):
+    def __init__(self, period: int, channels: tuple[int, ...]) -> None:
         super().__init__()
         self.period = period
         convs = []
@@ -77,7 +77,7 @@ class BandSTFTDiscriminator(nn.Module):
     frequency before the final conv, as in DAC's MRD.
     """
 
-    def __init__(self, n_fft: int, channels: int, bands: tuple[tuple[float, float], ...]):
+    def __init__(self, n_fft: int, channels: int, bands: tuple[tuple[float, float], ...]) -> None:
         super().__init__()
         self.n_fft = n_fft
         self.hop = n_fft // 4
@@ -120,7 +120,7 @@ class BandSTFTDiscriminator(nn.Module):
 class Discriminator(nn.Module):
     """All sub-discriminators; ``forward`` returns one feature-map list per sub-discriminator."""
 
-    def __init__(self, config: DiscriminatorConfig | None = None):
+    def __init__(self, config: DiscriminatorConfig | None = None) -> None:
         super().__init__()
         self.config = config or DiscriminatorConfig()
         subs: list[nn.Module] = [PeriodDiscriminator(p, self.config.mpd_channels) for p in self.config.periods]

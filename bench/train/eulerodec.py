@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 
 from bench.cli.args import float_range, non_negative_int, positive_int
+from bench.models.checkpoint import save_checkpoint
 from bench.models.eulerodec_model import (
     EuleroDec,
     EuleroDecConfig,
     get_config,
     model_state_for_saving,
 )
-from bench.models.checkpoint import save_checkpoint
 from bench.train.data import (
     ExcerptSampler,
     describe_data,
@@ -112,7 +112,7 @@ class EuleroDecTrainer:
     """The model, its optimiser and the loss; ``step(batch)`` is one training step. Reusable in tests."""
 
     def __init__(self, model: EuleroDec, *, lr: float = 1e-3, lr_gamma: float = 0.99995,
-                 weights: LossWeights | None = None, frozen_norm_stats: bool = False):
+                 weights: LossWeights | None = None, frozen_norm_stats: bool = False) -> None:
         from bench.metrics.mel import MultiScaleMelDistance
 
         self.model = model

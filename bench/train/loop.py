@@ -22,7 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Never
 
 import torch
 
@@ -125,7 +125,7 @@ class CsvLog:
     """Append-only CSV: ``step``, ``wall_s`` and named values. When a row brings a new name (say the
     adversarial terms once a warm-up ends), the file is rewritten once with the wider header."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.fields: list[str] | None = None
         if self.path.exists() and self.path.stat().st_size:
@@ -157,7 +157,7 @@ class CsvLog:
 class Averager:
     """Running means of named floats between log lines."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sums: dict[str, float] = {}
         self.count = 0
 
@@ -236,7 +236,7 @@ def train_loop(*, step_fn: Callable[[int], dict[str, float]], total_steps: int, 
     def wall() -> float:
         return start_wall_s + time.time() - t0
 
-    def on_term(signum, frame):  # noqa: ARG001
+    def on_term(signum, frame) -> Never:  # noqa: ARG001
         raise _Stop()
 
     try:

@@ -30,14 +30,14 @@ from pathlib import Path
 import torch
 
 from bench.cli.args import float_range, non_negative_int
-from bench.models.dac_model import count_parameters
-from bench.models.vrvq_model import CONFIGS, VRVQ, VRVQConfig
 from bench.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
     module_tensors,
     save_checkpoint,
 )
+from bench.models.dac_model import count_parameters
+from bench.models.vrvq_model import CONFIGS, VRVQ, VRVQConfig
 from bench.train.dac import RECIPES as DAC_RECIPES
 from bench.train.dac import DACTrainer
 from bench.train.data import (
@@ -119,7 +119,7 @@ class VRVQTrainer(DACTrainer):
     (no ``n_codebooks``) and the rate term joins the generator loss."""
 
     def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, *, sample_rate_hz: int,
-                 lr: float = 1e-4, rate_weight: float = 2.0, importance_lr: float | None = None):
+                 lr: float = 1e-4, rate_weight: float = 2.0, importance_lr: float | None = None) -> None:
         super().__init__(generator, discriminator, sample_rate_hz=sample_rate_hz, n_codebooks=None, lr=lr,
                          weights=VRVQLossWeights(rate=rate_weight))
         if importance_lr is not None and importance_lr != lr:
