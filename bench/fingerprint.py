@@ -29,11 +29,12 @@ def digest(obj: Any, length: int = 16) -> str:
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    """Remove the docstring of every module, class and function (they do not change what code does)."""
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            first = body[0] if body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 

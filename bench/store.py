@@ -137,6 +137,7 @@ class Store:
         return conn
 
     def close(self) -> None:
+        """Close the connection (a writer first leaves a rollback-journal file, readable without write access)."""
         if not self.readonly:
             try:  # leave a plain rollback-journal file behind, readable without write access
                 self.conn.execute("PRAGMA journal_mode=DELETE")
@@ -152,11 +153,13 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction: committed when the block ends, rolled back on an exception."""
         with self.conn:
             yield self.conn
 
     # --- writes ---------------------------------------------------------------------------
     def put_run(self, run_id: str, manifest: dict[str, Any]) -> None:
+        """Insert or update a run's manifest (its creation time is kept)."""
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self.transaction() as c:
             old = c.execute("SELECT created_utc FROM runs WHERE run_id=?", (run_id,)).fetchone()
@@ -164,6 +167,7 @@ class Store:
                       (run_id, old[0] if old else created, json.dumps(manifest, sort_keys=True, default=str)))
 
     def put_items(self, run_id: str, items: Iterable[Any], durations_s: dict[str, float] | None = None) -> None:
+        """Insert or update items (with measured durations where known)."""
         durations_s = durations_s or {}
         with self.transaction() as c:
             c.executemany(
@@ -174,6 +178,7 @@ class Store:
             )
 
     def put_coded(self, run_id: str, row: dict[str, Any]) -> None:
+        """Insert or update one coded row (one encode/decode of an item at an operating point)."""
         cols = ["item_id", "codec", "op", "nominal_kbps", "measured_kbps", "n_bytes", "encode_s",
                 "decode_s", "audio_s", "status", "error", "cache_key"]
         with self.transaction() as c:
@@ -181,6 +186,7 @@ class Store:
                       [run_id] + [_nan_to_none(row.get(k)) for k in cols])
 
     def put_results(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert or update result rows (NaN values are stored as NULL, with their status and reason)."""
         with self.transaction() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -191,16 +197,19 @@ class Store:
             )
 
     def put_skipped(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert or update not-applicable rows (a metric that does not apply to an item, with the reason)."""
         with self.transaction() as c:
             c.executemany("INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?,?)",
                           [(run_id, r["item_id"], r["codec"], r["op"], r["metric"], r["reason"]) for r in rows])
 
     def put_codec_info(self, run_id: str, codec: str, info: dict[str, Any]) -> None:
+        """Insert or update a codec's efficiency facts for a run."""
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO codec_info VALUES (?,?,?)",
                       (run_id, codec, json.dumps(info, sort_keys=True, default=str)))
 
     def put_identities(self, run_id: str, kind: str, fingerprints: dict[str, str]) -> None:
+        """Record what a run's rows were computed from (name -> fingerprint for one kind)."""
         with self.transaction() as c:
             c.executemany("INSERT OR REPLACE INTO identities VALUES (?,?,?,?)",
                           [(run_id, kind, name, fp) for name, fp in fingerprints.items()])
@@ -227,6 +236,7 @@ class Store:
         return dict(rows.fetchall())
 
     def tables(self) -> set[str]:
+        """Names of the tables in the file."""
         return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def names_in(self, run_id: str, kind: str) -> set[str]:
@@ -246,6 +256,7 @@ class Store:
         return {tuple(r) for r in rows}
 
     def coded_row(self, run_id: str, item_id: str, codec: str, op: str) -> dict[str, Any] | None:
+        """The coded row of one pair, or None."""
         cur = self.conn.execute("SELECT * FROM coded WHERE run_id=? AND item_id=? AND codec=? AND op=?",
                                 (run_id, item_id, codec, op))
         row = cur.fetchone()
@@ -254,9 +265,11 @@ class Store:
         return dict(zip([d[0] for d in cur.description], row))
 
     def run_ids(self) -> list[str]:
+        """Run ids in the file, oldest first."""
         return [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY created_utc")]
 
     def manifest(self, run_id: str) -> dict[str, Any]:
+        """A run's manifest (empty when the run is unknown; StoreError when it is damaged)."""
         row = self.conn.execute("SELECT manifest FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if not row:
             return {}
@@ -268,7 +281,7 @@ class Store:
             raise StoreError(f"{self.path}: the manifest of run {run_id!r} is not a JSON object")
         return manifest
 
-    def frame(self, table: str, run_id: str | None = None):
+    def frame(self, table: str, run_id: str | None = None) -> Any:
         """A pandas DataFrame of one table (optionally one run)."""
         import pandas as pd
 
@@ -279,4 +292,5 @@ class Store:
         return pd.read_sql_query(f"SELECT * FROM {table} WHERE run_id=?", self.conn, params=(run_id,))
 
     def count(self, table: str, run_id: str) -> int:
+        """Number of rows of one run in a table."""
         return self.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE run_id=?", (run_id,)).fetchone()[0]

@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 ArgType = Callable[[str], object]
 
@@ -20,7 +20,8 @@ ArgType = Callable[[str], object]
 class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors: ``PROG: error: ...`` and exit code 2, no usage dump."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line and exit with code 2 (argparse's own error prints the usage too)."""
         from bench.errors import EXIT_USAGE, one_line
 
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from bench.cli.args import key_value
 from bench.errors import UserError
 
+if TYPE_CHECKING:
+    from bench.datasets.base import Dataset
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``bench data``."""
     p.add_argument("action", choices=["ls", "download", "verify"], help="what to do")
     p.add_argument("name", nargs="?", default=None, help="dataset name (see `bench data ls`)")
     p.add_argument("--split", default=None, help="split (default: the dataset's default split)")
@@ -44,7 +49,7 @@ def base_url(text: str) -> str:
     return text
 
 
-def _dataset(name: str, options: dict[str, str]):
+def _dataset(name: str, options: dict[str, str]) -> Dataset:
     from bench.registry import DATASETS
 
     ds = DATASETS.get(name)
@@ -56,7 +61,7 @@ def _dataset(name: str, options: dict[str, str]):
     return ds
 
 
-def _present(ds, split: str, root) -> bool:
+def _present(ds: Dataset, split: str, root: str | None) -> bool:
     from bench.datasets.base import DataMissingError
 
     try:
@@ -87,7 +92,7 @@ def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _download(args: argparse.Namespace, ds) -> int:
+def _download(args: argparse.Namespace, ds: Dataset) -> int:
     if ds.name == "demo":
         from bench.datasets.demo import ensure_demo
 
@@ -104,7 +109,7 @@ def _download(args: argparse.Namespace, ds) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace, ds) -> int:
+def _verify(args: argparse.Namespace, ds: Dataset) -> int:
     if hasattr(ds, "verify"):
         ok, lines = ds.verify(args.split, args.root)
     else:
@@ -120,6 +125,7 @@ def _verify(args: argparse.Namespace, ds) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``bench data ls|download|verify``."""
     if args.action == "ls":
         return _ls(args)
     if not args.name:

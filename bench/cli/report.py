@@ -21,6 +21,7 @@ from bench.reports.make import FORMATS, make_report
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``bench report``, each checked while parsing."""
     p.add_argument("run_dir", type=existing_path, help="run directory written by 'bench run' (holds results.sqlite)")
     p.add_argument("--reference", default=None,
                    help="codec to compare against for BD-rate and paired tests (default: opus if present)")
@@ -38,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_formats(text: str) -> list[str]:
+    """``--format``: comma-separated output kinds among FORMATS (aliases markdown, htm)."""
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
     aliases = {"markdown": "md", "htm": "html"}
     formats = [aliases.get(f, f) for f in formats]
@@ -48,6 +50,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``bench report``: write the report and print where it went."""
     formats = parse_formats(args.format) if isinstance(args.format, str) else args.format
     written = make_report(args.run_dir, args.out, reference=args.reference, formats=formats,
                           run_id=args.run_id, n_boot=args.bootstrap, alpha=args.alpha, seed=args.seed,

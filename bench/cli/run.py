@@ -16,6 +16,7 @@ from bench.types import RunConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``bench run``, each checked while parsing (a bad value: one line, exit 2)."""
     from bench.cli.args import (
         existing_file,
         key_value,
@@ -63,6 +64,7 @@ def read_item_ids(path: str) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The frozen run configuration of parsed options (checks $BENCH_CACHE_DIR and reads --items)."""
     from bench.cli.args import check_env_dir
 
     check_env_dir("BENCH_CACHE_DIR")
@@ -94,6 +96,7 @@ def summarize(run_dir: Path) -> tuple[str, bool]:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``bench run``: run or resume, print the summary; exit 3 when nothing was scored."""
     from bench.pipeline.run import run_benchmark
 
     cfg = config_from_args(args)

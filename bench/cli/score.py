@@ -35,7 +35,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from bench.audio import Audio
 
 from bench.cli.args import existing_file, float_range, positive_int, writable_file
 from bench.errors import UserError, one_line
@@ -45,6 +48,8 @@ DOMAIN_CHOICES = ("speech", "music", "general")
 
 @dataclass
 class PairSpec:
+    """One pair to score: an id, the reference and degraded files, the domain, an optional transcript."""
+
     id: str
     ref: str
     deg: str
@@ -111,7 +116,7 @@ def _pair_row(path: str, line_no: int, raw: dict, base: Path, default_domain: st
                     transcript=row.get("transcript") or None)
 
 
-def _parse_pairs(path: str, f, default_domain: str) -> list[PairSpec]:
+def _parse_pairs(path: str, f: TextIO, default_domain: str) -> list[PairSpec]:
     """Rows of an open pairs CSV (header checked) as PairSpecs."""
     reader = csv.DictReader(f)
     fields = {(c or "").strip().lower() for c in (reader.fieldnames or [])}
@@ -144,7 +149,7 @@ def _read_pairs(path: str, default_domain: str) -> list[PairSpec]:
     return pairs
 
 
-def _load(path: str):
+def _load(path: str) -> Audio:
     from bench.audio import load_audio
 
     return load_audio(path)
@@ -208,7 +213,7 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
 
 
-def _print_table(results: list[dict[str, Any]], out=None) -> None:
+def _print_table(results: list[dict[str, Any]], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     for r in results:
         lag = "" if r["lag_samples"] is None else f", lag {r['lag_samples']} samples"
@@ -242,12 +247,14 @@ def _write_csv(path: str, results: list[dict[str, Any]]) -> None:
         raise UserError(f"--out {path}: cannot write ({exc.strerror or exc})") from None
 
 
-def _score_all(pairs: list[PairSpec], names: list[str], args) -> tuple[list[dict], list[str]]:
+def _score_all(pairs: list[PairSpec], names: list[str],
+               args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """Score every pair (in a process pool for ``--workers`` > 1); (results, unreadable-file errors)."""
     from bench.audio import AudioError
 
-    results, errors = [], []
     jobs = [(p, names, args.align, args.max_lag_s, args.length_tolerance_s) for p in pairs]
     workers = min(args.workers, len(pairs))
+    outcomes: list[dict[str, Any] | AudioError] = []
     if workers > 1:
         import concurrent.futures as cf
         import multiprocessing as mp
@@ -256,29 +263,23 @@ def _score_all(pairs: list[PairSpec], names: list[str], args) -> tuple[list[dict
 
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                     initializer=init_metric_worker, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(score_files, *job) for job in jobs]
-            outcomes = []
-            for fut in futures:
+            for fut in [pool.submit(score_files, *job) for job in jobs]:
                 try:
                     outcomes.append(fut.result())
                 except AudioError as exc:
                     outcomes.append(exc)
     else:
-        outcomes = []
         for job in jobs:
             try:
                 outcomes.append(score_files(*job))
             except AudioError as exc:
                 outcomes.append(exc)
-    for outcome in outcomes:
-        if isinstance(outcome, Exception):
-            errors.append(str(outcome))
-        else:
-            results.append(outcome)
+    results = [o for o in outcomes if not isinstance(o, Exception)]
+    errors = [str(o) for o in outcomes if isinstance(o, Exception)]
     return results, errors
 
 
-def _pairs_from_args(args) -> list[PairSpec]:
+def _pairs_from_args(args: argparse.Namespace) -> list[PairSpec]:
     """The pairs to score: REF DEG or the ``--pairs`` list (UserError for a wrong combination)."""
     if args.pairs:
         if args.ref or args.deg:
@@ -300,7 +301,7 @@ def _metric_names(spec: str | None) -> list[str]:
     return names
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     """``bench score``: check every input, score the pairs, print them (and write ``--out``)."""
     names = _metric_names(args.metrics)
     pairs = _pairs_from_args(args)

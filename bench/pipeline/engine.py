@@ -6,17 +6,20 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+from typing import Any, Callable
 
 import numpy as np
 
 
 def _init_worker(parent_pid: int | None = None) -> None:
+    """Pool initializer (see ``bench.workers.init_metric_worker``)."""
     from bench.workers import init_metric_worker
 
     init_metric_worker(parent_pid)
 
 
-def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str], item: dict, align: str) -> dict:
+def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str], item: dict[str, Any],
+               align: str) -> dict[str, Any]:
     """Score one pair with the named metrics; returns plain data (picklable)."""
     from bench.datasets.base import Item
     from bench.pipeline.scoring import score_pair
@@ -37,10 +40,11 @@ class InlineExecutor:
     ``--workers`` (a float32 sum split over more threads differs in its last bits).
     """
 
-    def submit(self, fn, *args):
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        """Run ``fn(*args)`` now, on one torch thread; the future holds its result or its exception."""
         import torch
 
-        fut: cf.Future = cf.Future()
+        fut: cf.Future[Any] = cf.Future()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -52,4 +56,4 @@ class InlineExecutor:
         return fut
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
+        """Nothing to stop: every task already ran."""

@@ -9,7 +9,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from bench.datasets.base import Dataset, Item
+    from bench.metrics.base import MetricSpec
+    from bench.store import Store
 
 from bench.errors import UserError
 from bench.types import RunConfig
@@ -23,7 +28,7 @@ class RunMismatchError(UserError):
     """A rerun into a run directory whose results were computed under other settings."""
 
 
-def value_settings(cfg: RunConfig, ds, split: str) -> dict[str, Any]:
+def value_settings(cfg: RunConfig, ds: Dataset, split: str) -> dict[str, Any]:
     """The run settings that decide every value (see VALUE_SETTINGS)."""
     return {"dataset": ds.name, "split": split, "dataset_options": dict(sorted(cfg.dataset_options.items())),
             "channel_policy": cfg.channel_policy, "loudness_lufs": cfg.loudness_lufs, "align": cfg.align}
@@ -42,7 +47,7 @@ def _stored_value_settings(manifest: dict[str, Any]) -> dict[str, Any] | None:
             "align": settings.get("align")}
 
 
-def check_same_settings(store, run_id: str, run_dir: Path, current: dict[str, Any]) -> None:
+def check_same_settings(store: Store, run_id: str, run_dir: Path, current: dict[str, Any]) -> None:
     """Refuse a rerun whose value settings differ from the stored run's, naming every difference."""
     if run_id not in store.run_ids():
         return
@@ -55,7 +60,7 @@ def check_same_settings(store, run_id: str, run_dir: Path, current: dict[str, An
                                "mixing them would make its numbers wrong. Use another --out (or remove that folder).")
 
 
-def item_fingerprint(item) -> str:
+def item_fingerprint(item: Item) -> str:
     """Hash of what decides an item's values: its file's bytes, the excerpt, its transcript and domain."""
     from bench.codecs.base import file_sha256
     from bench.fingerprint import digest
@@ -68,7 +73,7 @@ def item_fingerprint(item) -> str:
                    item.transcript, item.domain], length=24)
 
 
-def reconcile(store, run_id: str, kind: str, current: dict[str, str], *, say) -> None:
+def reconcile(store: Store, run_id: str, kind: str, current: dict[str, str], *, say: Callable[[str], None]) -> None:
     """Discard a run's rows whose inputs changed since they were computed, then record the current identities.
 
     Rows stored before identities existed (no stored fingerprint) cannot be vouched for either,
@@ -85,7 +90,8 @@ def reconcile(store, run_id: str, kind: str, current: dict[str, str], *, say) ->
     store.put_identities(run_id, kind, current)
 
 
-def metric_identities(metrics: list) -> dict[str, str]:
+def metric_identities(metrics: list[MetricSpec]) -> dict[str, str]:
+    """name -> fingerprint of each metric (version, code, backend versions)."""
     from bench.metrics.base import metric_fingerprint
 
     return {m.name: metric_fingerprint(m) for m in metrics}

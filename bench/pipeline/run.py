@@ -22,7 +22,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from bench.cache import ReconCache
+    from bench.codecs.base import Codec, Selection
+    from bench.datasets.base import Dataset, Item
+    from bench.metrics.base import MetricSpec
+    from bench.store import Store
+
+Rows = list[dict[str, Any]]
 
 from bench.errors import UserError
 from bench.pipeline.code import ItemError, code_item, prepare_reference
@@ -32,10 +43,12 @@ from bench.types import RunConfig
 
 
 def default_run_dir(dataset: str, split: str) -> Path:
+    """Where a run goes without ``--out``: ``runs/DATASET-SPLIT``."""
     return Path("runs") / f"{dataset}-{split}"
 
 
 def library_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide values (recorded in the manifest)."""
     from importlib import metadata
 
     out = {"python": platform.python_version()}
@@ -48,9 +61,11 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _failed_rows(item, sel, metrics, reason: str, coded: dict | None = None) -> tuple[list[dict], list[dict]]:
+def _failed_rows(item: Item, sel: Selection, metrics: list[MetricSpec], reason: str,
+                 coded: dict[str, Any] | None = None) -> tuple[Rows, Rows]:
     """Rows for a pair that could not be scored: failed where the metric applies, skipped elsewhere."""
-    rows, skipped = [], []
+    rows: Rows = []
+    skipped: Rows = []
     for m in metrics:
         ok, why = m.applies_to(item.domain, bool(item.transcript))
         base = {"item_id": item.id, "codec": sel.key, "op": sel.op.name, "metric": m.name}
@@ -63,7 +78,9 @@ def _failed_rows(item, sel, metrics, reason: str, coded: dict | None = None) -> 
     return rows, skipped
 
 
-def build_manifest(cfg: RunConfig, ds, split: str, items: list, selections: list, metrics: list, cache_dir: str) -> dict:
+def build_manifest(cfg: RunConfig, ds: Dataset, split: str, items: list[Item], selections: list[Selection],
+                   metrics: list[MetricSpec], cache_dir: str) -> dict[str, Any]:
+    """The run manifest: command, settings, dataset protocol, codecs, metrics, versions, platform, seed."""
     from bench.datasets.base import item_list_hash
 
     try:
@@ -73,7 +90,7 @@ def build_manifest(cfg: RunConfig, ds, split: str, items: list, selections: list
                                      loudness_lufs=cfg.loudness_lufs, channel_policy=cfg.channel_policy)
     except ImportError:
         protocol = {"dataset": ds.name, "split": split, "n_items": len(items), "item_list_sha256": item_list_hash(items)}
-    codecs = {}
+    codecs: dict[str, dict[str, Any]] = {}
     for sel in selections:
         info = codecs.setdefault(sel.key, {"operating_points": {}})
         info["operating_points"][sel.op.name] = sel.op.nominal_kbps
@@ -99,11 +116,13 @@ def build_manifest(cfg: RunConfig, ds, split: str, items: list, selections: list
 
 @dataclass
 class _Plan:
-    ds: Any
+    """What a run will do: the dataset and split, its items, the codec selections, the metrics, where."""
+
+    ds: Dataset
     split: str
-    items: list
-    selections: list
-    metrics: list
+    items: list[Item]
+    selections: list[Selection]
+    metrics: list[MetricSpec]
     run_dir: Path
 
 
@@ -125,9 +144,10 @@ def plan_run(cfg: RunConfig) -> _Plan:
     return _Plan(ds, split, items, selections, metrics, run_dir)
 
 
-def load_codecs(selections: list, device: str) -> tuple[dict[str, str], dict[str, str]]:
+def load_codecs(selections: list[Selection], device: str) -> tuple[dict[str, str], dict[str, str]]:
     """Load each selected codec once: (key -> fingerprint, key -> reason it could not be loaded)."""
-    fingerprints, errors = {}, {}
+    fingerprints: dict[str, str] = {}
+    errors: dict[str, str] = {}
     for sel in selections:
         if sel.key in fingerprints or sel.key in errors:
             continue
@@ -141,11 +161,11 @@ def load_codecs(selections: list, device: str) -> tuple[dict[str, str], dict[str
 class _Run:
     """One execution of a plan against a store: the per-item loop, the scoring pool, the counters."""
 
-    def __init__(self, cfg: RunConfig, plan: _Plan, store, run_id: str, cache) -> None:
+    def __init__(self, cfg: RunConfig, plan: _Plan, store: Store, run_id: str, cache: ReconCache) -> None:
         self.cfg, self.plan, self.store, self.run_id, self.cache = cfg, plan, store, run_id, cache
         self.done: set[tuple[str, str, str, str]] = set()  # filled after the identities are reconciled
         self.workers = cfg.workers or os.cpu_count() or 1
-        self.pending: dict[cf.Future, tuple] = {}
+        self.pending: dict[cf.Future[dict[str, Any]], tuple[Item, Selection, dict[str, Any], list[MetricSpec]]] = {}
         self.codec_seen: set[str] = set()
         self.fingerprints: dict[str, str] = {}
         self.load_errors: dict[str, str] = {}
@@ -154,13 +174,16 @@ class _Run:
         self.bar = tqdm(total=len(plan.items) * len(plan.selections), unit="pair", disable=not cfg.progress,
                         dynamic_ncols=True, desc=f"{plan.ds.name}/{plan.split}")
 
-    def executor(self):
+    def executor(self) -> cf.Executor | InlineExecutor:
+        """A spawn process pool (workers exit with this process) or, for one worker, inline scoring."""
         if self.workers <= 1:
             return InlineExecutor()
         return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
                                       initializer=_init_worker, initargs=(os.getpid(),))
 
-    def fail_pair(self, item, sel, metrics: list, reason: str, coded: dict | None = None) -> None:
+    def fail_pair(self, item: Item, sel: Selection, metrics: list[MetricSpec], reason: str,
+                  coded: dict[str, Any] | None = None) -> None:
+        """Record a pair that could not be coded or scored: NaN rows with the reason."""
         if coded is None:
             self.store.put_coded(self.run_id, {"item_id": item.id, "codec": sel.key, "op": sel.op.name,
                                                "nominal_kbps": sel.op.nominal_kbps, "status": "failed", "error": reason})
@@ -168,7 +191,8 @@ class _Run:
         self.store.put_results(self.run_id, rows)
         self.store.put_skipped(self.run_id, skipped)
 
-    def collect(self, fut: cf.Future) -> None:
+    def collect(self, fut: cf.Future[dict[str, Any]]) -> None:
+        """Write the rows of one finished scoring task (a crashed task fails its pair only)."""
         item, sel, coded, need = self.pending.pop(fut)
         try:
             out = fut.result()
@@ -186,12 +210,14 @@ class _Run:
         self.bar.update(1)
 
     def drain(self, block_until: int) -> None:
+        """Collect finished tasks until at most ``block_until`` are pending (bounds memory)."""
         while len(self.pending) > block_until:
             finished, _ = cf.wait(list(self.pending), return_when=cf.FIRST_COMPLETED)
             for fut in finished:
                 self.collect(fut)
 
-    def run_item(self, item, executor) -> None:
+    def run_item(self, item: Item, executor: cf.Executor | InlineExecutor) -> None:
+        """Prepare one item once and code it at every operating point that still has work."""
         from bench.audio import array_hash
 
         todo = {sel.label: [m for m in self.plan.metrics if (item.id, sel.key, sel.op.name, m.name) not in self.done]
@@ -218,7 +244,9 @@ class _Run:
             else:
                 self.bar.update(1)
 
-    def code_and_submit(self, item, sel, need: list, ref, sr: int, input_hash: str, executor) -> None:
+    def code_and_submit(self, item: Item, sel: Selection, need: list[MetricSpec], ref: np.ndarray, sr: int,
+                        input_hash: str, executor: cf.Executor | InlineExecutor) -> None:
+        """Code one pair through the cache and queue its scoring (a failure is recorded, the run goes on)."""
         if sel.key in self.load_errors:
             self.fail_pair(item, sel, need, self.load_errors[sel.key])
             self.bar.update(1)
@@ -240,6 +268,7 @@ class _Run:
         self.drain(2 * self.workers)
 
     def execute(self) -> None:
+        """Run every item; on any interruption the pool is shut down without waiting."""
         executor = self.executor()
         try:
             for item in self.plan.items:
@@ -257,10 +286,11 @@ class _Run:
 
 
 def _say(message: str) -> None:
+    """Default notice printer: one line on stderr."""
     print(message, file=sys.stderr)
 
 
-def run_benchmark(cfg: RunConfig, *, say=_say) -> Path:
+def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say) -> Path:
     """Run (or resume) a benchmark; returns the run directory.
 
     Resume is keyed by everything that decides a value: a rerun with other value settings is
@@ -302,13 +332,15 @@ def run_benchmark(cfg: RunConfig, *, say=_say) -> Path:
     return plan.run_dir
 
 
-def _write_manifest(run_dir: Path, manifest: dict) -> None:
+def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write manifest.json atomically (a reader never sees half a file)."""
     tmp = run_dir / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     os.replace(tmp, run_dir / "manifest.json")
 
 
-def _codec_info(codec) -> dict[str, Any]:
+def _codec_info(codec: Codec) -> dict[str, Any]:
+    """Efficiency facts of a loaded codec (parameters, device, peak memory and how it was measured)."""
     import torch
 
     info: dict[str, Any] = {"name": codec.name, "checkpoint": codec.checkpoint, "checkpoint_hash": codec.checkpoint_hash,

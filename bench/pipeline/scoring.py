@@ -111,6 +111,7 @@ def estimate_lag(ref: np.ndarray, deg: np.ndarray, max_lag: int) -> int:
 
 
 def apply_lag(ref: np.ndarray, deg: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove a delay: drop ``lag`` leading samples of ``deg`` (or of ``ref`` when negative), then cut to one length."""
     if lag > 0:
         deg = deg[lag:]
     elif lag < 0:
