@@ -15,3 +15,12 @@ SHARED_DIR = (Path(os.environ["BENCH_SHARED_DIR"]).expanduser().resolve() if os.
               else Path(__file__).resolve().parents[2] / "shared")
 SHARED_AUDIO = SHARED_DIR / "audio"
 METRICS_REF = SHARED_DIR / "metrics-ref"
+
+#: small reference files committed with the tests (see tests/assets/README.md)
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def metrics_ref_file(rel: str) -> Path:
+    """A file of ``metrics-ref`` (path relative to it): the shared copy when present, else the committed one."""
+    shared = METRICS_REF / rel
+    return shared if shared.exists() else ASSETS / "metrics-ref" / rel

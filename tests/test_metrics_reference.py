@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench.metrics.base import compute, get_metric
-from shared_paths import METRICS_REF as REF_DIR
+from shared_paths import metrics_ref_file
 
 PESQ_REF = "pesq/audio/speech.wav"
 PESQ_DEG = "pesq/audio/speech_bab_0dB.wav"
@@ -29,7 +29,7 @@ PAIRS = {"speech": SPEECH, "ca01": CA01, "steely": STEELY, "strauss": STRAUSS}
 def _load_mono(rel: str) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    path = REF_DIR / rel
+    path = metrics_ref_file(rel)
     if not path.exists():
         pytest.skip(f"reference file {path} not present")
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_paths import METRICS_REF
+from shared_paths import metrics_ref_file
 
 from bench.cli import main as bench_main
 
-PESQ_AUDIO = METRICS_REF / "pesq" / "audio"
+PESQ_AUDIO = metrics_ref_file("pesq/audio/speech.wav").parent
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
