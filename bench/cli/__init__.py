@@ -24,8 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("bench.cli.score", "score reference/degraded files made elsewhere"),
     "data": ("bench.cli.data", "list, download and verify datasets"),
     "train": ("bench.cli.train", "train an in-repo codec (dac, vrvq, eulerodec)"),
-    "baseline": ("bench.gate", "save a baseline for the checkpoint gate"),
-    "gate": ("bench.gate", "gate a candidate checkpoint or run against a baseline"),
+    "baseline": ("bench.cli.gate", "save a baseline for the checkpoint gate"),
+    "gate": ("bench.cli.gate", "gate a candidate checkpoint or run against a baseline"),
 }
 
 

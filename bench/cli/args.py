@@ -9,10 +9,11 @@ them (read a file, write into a folder), so a mistake is caught before any work 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 from typing import Callable, NoReturn
+
+from bench.ranges import NumberRange
 
 ArgType = Callable[[str], object]
 
@@ -27,48 +28,28 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
-def _number(text: str, kind: type) -> float | int:
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        what = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+def range_arg(allowed: NumberRange, name: str | None = None) -> ArgType:
+    """An argparse type that parses a value in ``allowed`` (ArgumentTypeError with the reason otherwise)."""
+
+    def parse(text: str) -> float | int:
+        try:
+            return allowed.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name or ("integer" if allowed.integer else "number")
+    return parse
 
 
 def int_range(lo: int | None = None, hi: int | None = None) -> ArgType:
     """An integer in [lo, hi] (either bound may be open)."""
-
-    def parse(text: str) -> int:
-        value = int(_number(text, int))
-        _check_range(value, lo, hi, text)
-        return value
-
-    parse.__name__ = "integer"
-    return parse
+    return range_arg(NumberRange(integer=True, lo=lo, hi=hi), "integer")
 
 
 def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
                 hi_open: bool = False) -> ArgType:
     """A finite float in [lo, hi]; ``lo_open``/``hi_open`` exclude the bound itself."""
-
-    def parse(text: str) -> float:
-        value = float(_number(text, float))
-        _check_range(value, lo, hi, text, lo_open=lo_open, hi_open=hi_open)
-        return value
-
-    parse.__name__ = "number"
-    return parse
-
-
-def _check_range(value: float, lo: float | None, hi: float | None, text: str, *, lo_open: bool = False,
-                 hi_open: bool = False) -> None:
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {text}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise argparse.ArgumentTypeError(f"must be {'<' if hi_open else '<='} {hi}, got {text}")
+    return range_arg(NumberRange(integer=False, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open), "number")
 
 
 positive_int = int_range(1)
