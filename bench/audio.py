@@ -31,15 +31,19 @@ class AudioError(UserError, ValueError):
 
 @dataclass
 class Audio:
+    """Decoded audio: float32 samples ``[C, T]`` and their rate, as every loader returns it."""
+
     samples: np.ndarray  # float32 [C, T]
     sample_rate_hz: int
 
     @property
     def duration_s(self) -> float:
+        """Length in seconds (samples / rate)."""
         return self.samples.shape[-1] / float(self.sample_rate_hz)
 
     @property
     def num_channels(self) -> int:
+        """Number of channels C (first axis of ``samples``)."""
         return self.samples.shape[0]
 
 
@@ -229,6 +233,7 @@ def write_wav(path: str | Path, x: np.ndarray, sample_rate_hz: int, subtype: str
 
 
 def to_wav_bytes(x: np.ndarray, sample_rate_hz: int, subtype: str = "PCM_16") -> bytes:
+    """An in-memory WAV file of ``[C, T]`` audio clipped to [-1, 1] (16-bit PCM by default)."""
     import soundfile as sf
 
     buf = io.BytesIO()

@@ -21,6 +21,7 @@ class DatasetOptionError(UserError, ValueError):
 
 
 def parse_bool(name: str, value: Any) -> bool:
+    """An option value as a bool (true/false, yes/no, on/off, 1/0); anything else is a DatasetOptionError."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -32,6 +33,7 @@ def parse_bool(name: str, value: Any) -> bool:
 
 
 def parse_optional_float(name: str, value: Any) -> float | None:
+    """An option value in seconds (> 0), or None for "", none, whole or off (whole files)."""
     if value is None or str(value).strip().lower() in ("", "none", "whole", "off"):
         return None
     try:
@@ -103,17 +105,22 @@ def read_text(path: Path) -> str:
     return " ".join(path.read_text(encoding="utf-8", errors="replace").split())
 
 
-class Downloadable:
-    """Mixin for datasets with a public source: ``resources`` per split, ``download`` and ``verify``.
+class Downloadable(Dataset):
+    """A dataset with a public source: ``resources`` per split, ``download`` and ``verify``.
 
     Subclasses define ``resources(split)`` (receipt name -> :class:`~bench.datasets.download.Resource`)
-    and may define ``expected_counts`` (split -> number of items in the official release).
+    and may override the property ``expected_counts`` (split -> number of items in the official release).
     """
 
-    expected_counts: dict[str, int] = {}
     source_note: str = ""
 
+    @property
+    def expected_counts(self) -> dict[str, int]:
+        """Items per split in the official release, checked by :meth:`verify`; empty = not checked."""
+        return {}
+
     def resources(self, split: str) -> list[tuple[str, Any]]:
+        """(receipt name, Resource) pairs that ``split`` needs; none by default (no public download)."""
         return []
 
     def download(self, split: str | None = None, root: str | os.PathLike | None = None, *, progress: bool = True,
@@ -122,12 +129,12 @@ class Downloadable:
         from bench.config import data_root
         from bench.datasets.download import fetch
 
-        split = self.check_split(split)  # type: ignore[attr-defined]
-        base = data_root(root, self.name)  # type: ignore[attr-defined]
+        split = self.check_split(split)
+        base = data_root(root, self.name)
         lines = []
         resources = self.resources(split)
         if not resources:
-            raise DataMissingError(f"{self.name} has no public download for {split!r}. {self.source_note}")  # type: ignore[attr-defined]
+            raise DataMissingError(f"{self.name} has no public download for {split!r}. {self.source_note}")
         for receipt_name, res in resources:
             if mirror:
                 res = res.with_base_url(mirror)
@@ -140,26 +147,26 @@ class Downloadable:
                              f"({checked}), unpacked to {receipt.unpacked_to}")
         return lines
 
-    def verify(self, split: str | None = None, root: str | os.PathLike | None = None,
+    def verify(self, split: str | None = None, root: str | Path | None = None,
                progress: bool = False) -> tuple[bool, list[str]]:
         """Check that every item of a split is present and readable; (ok, report lines)."""
         from bench.config import data_root
         from bench.datasets.download import read_receipt
 
-        split = self.check_split(split)  # type: ignore[attr-defined]
-        items = list(self.items(split, root))  # type: ignore[attr-defined]
+        split = self.check_split(split)
+        items = list(self.items(split, root))
         problems = []
         for item in items:
             why = check_audio_file(item.path, int(item.extra.get("stream_index", 0)))
             if why:
                 problems.append(f"{item.id}: {why}")
-        lines = [f"{self.name}/{split}: {len(items)} items, {len(problems)} unreadable"]  # type: ignore[attr-defined]
+        lines = [f"{self.name}/{split}: {len(items)} items, {len(problems)} unreadable"]
         ok = not problems
         expected = self.expected_counts.get(split)
         if expected is not None and len(items) != expected:
             lines.append(f"expected {expected} items in the official release, found {len(items)}")
             ok = False
-        base = data_root(root, self.name)  # type: ignore[attr-defined]
+        base = data_root(root, self.name)
         for receipt_name, _res in self.resources(split):
             rec = read_receipt(base, receipt_name)
             if rec:

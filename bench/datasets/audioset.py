@@ -111,6 +111,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class AudioSetDataset(Configurable, Downloadable):
+    """AudioSet segments from a local folder with the official CSVs, or exported from a Hugging Face copy."""
+
     name = "audioset"
     splits = SPLITS
     default_split = "eval"
@@ -122,6 +124,7 @@ class AudioSetDataset(Configurable, Downloadable):
     source_note = "AudioSet audio is not distributed by Google; the download exports the Hugging Face copy."
 
     def validate_options(self) -> None:
+        """Check ``source`` (local or hf) and ``domain`` (general or by-label)."""
         if self.options["source"] not in ("local", "hf"):
             raise DatasetOptionError(f"audioset: source={self.options['source']!r}; choose local or hf")
         if self.options["domain"] not in ("general", "by-label"):
@@ -177,7 +180,7 @@ class AudioSetDataset(Configurable, Downloadable):
 
     # -- Hugging Face ---------------------------------------------------------------------
 
-    def load_hf(self, split: str, source: str | None = None):
+    def load_hf(self, split: str, source: str | None = None) -> Any:
         """The Hugging Face dataset for a split, audio left undecoded (bytes + path)."""
         try:
             import datasets
@@ -240,7 +243,8 @@ class AudioSetDataset(Configurable, Downloadable):
             return buf.getvalue(), ".flac"
         raise ValueError("audio cell holds neither bytes, a readable path, nor an array")
 
-    def export_hf(self, split: str, out_dir: Path, source: str | None = None, progress: bool = False) -> list[dict]:
+    def export_hf(self, split: str, out_dir: Path, source: str | None = None,
+                  progress: bool = False) -> list[dict[str, Any]]:
         """Write every clip of the HF copy to ``out_dir/<ytid>.<ext>`` (atomic, skip existing); return rows."""
         from tqdm import tqdm
 
@@ -275,6 +279,7 @@ class AudioSetDataset(Configurable, Downloadable):
     # -- the interface --------------------------------------------------------------------
 
     def items(self, split: str | None = None, root: str | Path | None = None) -> Iterator[Item]:
+        """Clips of a split that have audio (local folder or HF export), in file order, each used whole."""
         split = self.check_split(split)
         if self.options["source"] == "hf":
             yield from self._hf_items(split)
@@ -288,6 +293,7 @@ class AudioSetDataset(Configurable, Downloadable):
         return len(read_segments_csv(csv_path)), sum(1 for _ in self._local_items(split, root))
 
     def resources(self, split: str) -> list[tuple[str, Resource]]:
+        """The split's segments CSV and the label names CSV from Google (no audio: that comes from HF)."""
         # Google publishes no checksums for the CSVs; the download parses them (structure check).
         return [(f"audioset-{name}", Resource(url=f"{CSV_BASE}/{name}.csv", filename=f"{name}.csv", unpack=False,
                                                unpack_to="audioset", provides=f"audioset/{name}.csv"))
@@ -310,8 +316,9 @@ class AudioSetDataset(Configurable, Downloadable):
                      f"({in_csv} of {len(segments)} CSV segments covered)")
         return lines
 
-    def verify(self, split: str | None = None, root: str | os.PathLike | None = None,
+    def verify(self, split: str | None = None, root: str | Path | None = None,
                progress: bool = False) -> tuple[bool, list[str]]:
+        """The common checks, plus (local source) how many CSV segments have a clip on disk."""
         ok, lines = super().verify(split, root, progress)
         if self.options["source"] == "local":
             total, present = self.missing_rows(split, root)

@@ -48,10 +48,13 @@ class Item:
         return self.speaker or self.track or self.id
 
     def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-able dict (``extra`` deep-copied), for manifests and item lists."""
         return asdict(self)
 
 
 class Dataset(ABC):
+    """A named set of evaluation items with splits and domains; subclasses implement :meth:`items`."""
+
     name: str = ""
     splits: tuple[str, ...] = ()
     default_split: str = ""
@@ -64,6 +67,7 @@ class Dataset(ABC):
         """Yield the items of a split in a stable order."""
 
     def check_split(self, split: str | None) -> str:
+        """``split`` or the default split; a split the dataset does not have is a UserError with a hint."""
         split = split or self.default_split
         if self.splits and split not in self.splits:
             from bench.registry import did_you_mean
@@ -73,6 +77,7 @@ class Dataset(ABC):
 
 
 def register_dataset(dataset: Dataset) -> Dataset:
+    """Add ``dataset`` to the registry under its name and return it; each dataset module calls it at import."""
     return DATASETS.register(dataset.name, dataset)
 
 

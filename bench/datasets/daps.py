@@ -66,10 +66,13 @@ DAPS_RESOURCE = Resource(
 
 
 def split_of(speaker: str) -> str:
+    """The DAC split of a DAPS speaker: test (f10, m10), val (f2, m2) or train."""
     return "test" if speaker in TEST_SPEAKERS else "val" if speaker in VAL_SPEAKERS else "train"
 
 
 class DAPSDataset(Configurable, Downloadable):
+    """DAPS speech in one version (clean by default) as 10 s excerpts, split by speaker as DAC does."""
+
     name = "daps"
     splits = ("test", "val", "train", "all")
     default_split = "test"
@@ -79,21 +82,25 @@ class DAPSDataset(Configurable, Downloadable):
     option_defaults = {"version": "clean", "excerpt_s": 10.0}
 
     def validate_options(self) -> None:
+        """Check ``version`` against the DAPS folders and parse ``excerpt_s`` (seconds or none)."""
         if self.options["version"] not in VERSIONS:
             raise DatasetOptionError(f"daps: version={self.options['version']!r}; choose one of {', '.join(VERSIONS)}")
         self.options["excerpt_s"] = parse_optional_float("excerpt_s", self.options["excerpt_s"])
 
     @property
     def version(self) -> str:
+        """The DAPS version folder the items come from (``clean``, ``produced``, a device/room, ...)."""
         return self.options["version"]
 
     @property
     def excerpt_policy(self) -> ExcerptPolicy:
+        """Loudness-gated excerpts of ``excerpt_s`` seconds, or whole files when the option is unset."""
         excerpt_s = self.options.get("excerpt_s")
         return ExcerptPolicy(duration_s=float(excerpt_s)) if excerpt_s else WHOLE
 
     @property
-    def expected_counts(self) -> dict[str, int]:  # type: ignore[override]
+    def expected_counts(self) -> dict[str, int]:
+        """Files per split in the release: 5 scripts for each of 2, 2, 16 and 20 speakers."""
         return {"test": 10, "val": 10, "train": 80, "all": 100}
 
     def locate(self, split: str | None = None, root: str | os.PathLike | None = None) -> Path:
@@ -116,6 +123,7 @@ class DAPSDataset(Configurable, Downloadable):
         return out
 
     def items(self, split: str | None = None, root: str | Path | None = None) -> Iterator[Item]:
+        """One excerpt per speaker/script file of the version, in speaker order, with its clean/produced pair."""
         split = self.check_split(split)
         daps_dir = self.locate(split, root)
         files = self._files(daps_dir, self.version)
@@ -157,6 +165,7 @@ class DAPSDataset(Configurable, Downloadable):
         return out
 
     def resources(self, split: str) -> list[tuple[str, Resource]]:
+        """The one Zenodo archive, which holds every split and version."""
         return [("daps", DAPS_RESOURCE)]
 
 

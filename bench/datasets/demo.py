@@ -30,7 +30,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -46,13 +46,13 @@ PEAK = 0.7  # every item is scaled to this peak: loud enough, never clipped
 # --------------------------------------------------------------------------------------------
 
 _ESPEAK_LOCK = threading.Lock()
-_ESPEAK: dict[str, object] = {}
+_ESPEAK: dict[str, Any] = {}
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _ESPEAK_CHARS_UTF8 = 1
 
 
-def _espeak():
+def _espeak() -> tuple[ctypes.CDLL, int, list[np.ndarray]]:
     """Load and initialise libespeak-ng once per process; returns (lib, sample_rate_hz, chunks)."""
     if "lib" in _ESPEAK:
         return _ESPEAK["lib"], _ESPEAK["rate"], _ESPEAK["chunks"]
@@ -75,7 +75,7 @@ def _espeak():
     chunks: list[np.ndarray] = []
     callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
-    def on_audio(wav, num_samples, _events) -> int:
+    def on_audio(wav: ctypes._Pointer[ctypes.c_short], num_samples: int, _events: int | None) -> int:
         if num_samples > 0 and wav:
             chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
         return 0
@@ -412,6 +412,8 @@ def ensure_demo(root: str | os.PathLike | None = None) -> Path:
 
 
 class DemoDataset(Dataset):
+    """Six generated clips (two speech, two music, two general) for smoke runs with no data on disk."""
+
     name = "demo"
     splits = ("test",)
     default_split = "test"

@@ -34,10 +34,11 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import urllib.response
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Any, Callable
 
 from bench.errors import UserError
 
@@ -51,6 +52,9 @@ UNPACK_MIN_CAP_BYTES = 256 << 20
 #: what each archive member costs against that cap on top of its data (one tar header)
 MEMBER_OVERHEAD_BYTES = 512
 USER_AGENT = "bench-codec-harness/0.1 (+https://github.com/; dataset downloader)"
+
+#: what ``urllib.request.urlopen`` returns: an HTTPResponse for http(s), an addinfourl for file:// and ftp://
+_Response = http.client.HTTPResponse | urllib.response.addinfourl
 
 
 class DownloadError(UserError, RuntimeError):
@@ -94,6 +98,7 @@ class Resource:
 
     @property
     def has_checksum(self) -> bool:
+        """Whether the host publishes a digest (md5 or sha256) for the file."""
         return bool(self.md5 or self.sha256)
 
     def with_base_url(self, base_url: str) -> "Resource":
@@ -143,14 +148,16 @@ def verify_checksum(path: str | Path, resource: Resource, progress: bool = False
 # --------------------------------------------------------------------------------------------
 
 
-def _bar(total: int | None, desc: str, enabled: bool):
+def _bar(total: int | None, desc: str, enabled: bool) -> Any:
+    """A byte-counting tqdm progress bar (a silent one when not ``enabled``)."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                 disable=not enabled, dynamic_ncols=True, leave=False)
 
 
-def _open(url: str, start: int, timeout_s: float):
+def _open(url: str, start: int, timeout_s: float) -> _Response:
+    """GET ``url``, asking for the bytes from ``start`` on (a Range header) when ``start`` > 0."""
     headers = {"User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"
@@ -163,15 +170,18 @@ def default_deadline_s(expected_bytes: int | None) -> float:
     return max(DEADLINE_MIN_S, (expected_bytes or 0) / DEADLINE_MIN_RATE_BPS)
 
 
-def _announced_total(resp, have: int) -> int | None:
+def _announced_total(resp: _Response, have: int) -> int | None:
     """The file size the server's reply implies (bytes already held + Content-Length), if it says."""
+    length = resp.headers.get("Content-Length")
+    if length is None:
+        return None
     try:
-        return have + int(resp.headers.get("Content-Length"))
-    except (TypeError, ValueError):
+        return have + int(length)
+    except ValueError:
         return None
 
 
-def _range_start(resp) -> int | None:
+def _range_start(resp: _Response) -> int | None:
     """The first byte of a ``206`` reply, from ``Content-Range: bytes S-E/T`` (None when absent)."""
     value = resp.headers.get("Content-Range") or ""
     try:
@@ -222,7 +232,7 @@ class _Transfer:
         self.part.unlink(missing_ok=True)
         return TransferAborted(f"{self.resource.filename}: {message}; stopped, and the partial file was removed")
 
-    def start_offset(self, resp, have: int) -> int:
+    def start_offset(self, resp: _Response, have: int) -> int:
         """Where the reply's body starts in the file: 0 when the server ignored the Range header."""
         if not have:
             return 0
@@ -235,7 +245,7 @@ class _Transfer:
             raise DownloadError(f"asked for bytes from {have}, the server sent bytes from {start}; restarting")
         return have
 
-    def total_for(self, resp, have: int) -> int | None:
+    def total_for(self, resp: _Response, have: int) -> int | None:
         """The size to stop at: the smaller of the announced and the manifest's size, whichever are known."""
         announced, manifest = _announced_total(resp, have), self.resource.size_bytes
         if announced is not None and manifest is not None and announced > manifest:
@@ -246,7 +256,7 @@ class _Transfer:
             self.expected = min(known)
         return min(known) if known else None
 
-    def stream(self, resp, have: int, total: int | None) -> int:
+    def stream(self, resp: _Response, have: int, total: int | None) -> int:
         """Append the body to the ``.part``, never past ``total``, within the deadline; bytes held after."""
         read = getattr(resp, "read1", resp.read)  # read1: whatever arrived, so a trickle cannot stall the checks
         bar = _bar(total, self.resource.filename, self.progress)
@@ -482,6 +492,8 @@ def unpack_archive(archive: str | Path, dest: str | Path, *, max_unpacked_bytes:
 
 @dataclass
 class Receipt:
+    """What one successful fetch got: source URL, size, digests (and which were checked), where it went."""
+
     name: str
     url: str
     filename: str
@@ -494,10 +506,12 @@ class Receipt:
 
 
 def receipts_dir(root: str | Path) -> Path:
+    """Where the receipts of the downloads under the data root ``root`` are kept."""
     return Path(root) / ".bench" / "receipts"
 
 
-def read_receipt(root: str | Path, name: str) -> dict | None:
+def read_receipt(root: str | Path, name: str) -> dict[str, Any] | None:
+    """The receipt ``name`` as a dict, or None when absent or unreadable (it is a record, not a requirement)."""
     path = receipts_dir(root) / f"{name}.json"
     if not path.is_file():
         return None

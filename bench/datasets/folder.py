@@ -41,6 +41,8 @@ DOMAIN_ENV = "BENCH_FOLDER_DOMAIN"
 
 
 class FolderDataset(Configurable):
+    """Every audio file under ``--root`` (or its sub-folder named by the split), with sidecar transcripts."""
+
     name = "folder"
     splits = ()  # any sub-folder name is a split
     default_split = "all"
@@ -50,6 +52,7 @@ class FolderDataset(Configurable):
     option_defaults = {"domain": None, "speaker": None, "excerpt_s": None}
 
     def validate_options(self) -> None:
+        """Check ``domain`` and ``speaker`` and parse ``excerpt_s`` (seconds or none)."""
         domain = self.options.get("domain")
         if domain is not None and domain not in DOMAINS:
             raise DatasetOptionError(f"folder: domain={domain!r}; choose one of {', '.join(DOMAINS)}")
@@ -59,6 +62,7 @@ class FolderDataset(Configurable):
 
     @property
     def excerpt_policy(self) -> ExcerptPolicy:
+        """Loudness-gated excerpts of ``excerpt_s`` seconds, or whole files when the option is unset."""
         excerpt_s = self.options.get("excerpt_s")
         return ExcerptPolicy(duration_s=float(excerpt_s)) if excerpt_s else WHOLE
 
@@ -75,6 +79,7 @@ class FolderDataset(Configurable):
             f"(or set ${DOMAIN_ENV}, or put files under speech/, music/, general/ sub-folders)")
 
     def items(self, split: str | None = None, root: str | Path | None = None) -> Iterator[Item]:
+        """One item per audio file, sorted by relative path; two files sharing an id are an error."""
         split = split or self.default_split
         if root is None:
             raise DataMissingError("the folder dataset reads your own audio: pass --root DIR (the folder to benchmark)")

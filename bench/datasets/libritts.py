@@ -67,6 +67,8 @@ FOLDERS = {"original": "LibriTTS", "r": "LibriTTS_R"}
 
 
 class LibriTTSDataset(Configurable, Downloadable):
+    """LibriTTS or LibriTTS-R utterances with their normalised transcripts, speaker = reader."""
+
     name = "libritts"
     splits = SPLITS
     default_split = "test-clean"
@@ -77,15 +79,18 @@ class LibriTTSDataset(Configurable, Downloadable):
     excerpt_policy = WHOLE
 
     def validate_options(self) -> None:
+        """Check ``variant``: auto, original (LibriTTS) or r (LibriTTS-R)."""
         if self.options["variant"] not in ("auto", "original", "r"):
             raise DatasetOptionError(f"libritts: variant={self.options['variant']!r}; choose auto, original or r")
 
     @property
     def variant(self) -> str:
+        """The requested variant option: auto, original or r."""
         return self.options["variant"]
 
     @property
-    def expected_counts(self) -> dict[str, int]:  # type: ignore[override]
+    def expected_counts(self) -> dict[str, int]:
+        """Published utterance counts, checked only for the original release (none are published for -R)."""
         return LIBRITTS_COUNTS if self.variant == "original" else {}
 
     # -- locating -------------------------------------------------------------------------
@@ -118,6 +123,7 @@ class LibriTTSDataset(Configurable, Downloadable):
     # -- items ----------------------------------------------------------------------------
 
     def items(self, split: str | None = None, root: str | Path | None = None) -> Iterator[Item]:
+        """Whole utterances of a split sorted by path, transcript from ``.normalized.txt`` (else ``.original.txt``)."""
         split = self.check_split(split)
         variant, directory = self.locate(split, root)
         wavs = sorted(directory.glob("*/*/*.wav"), key=lambda p: p.relative_to(directory).as_posix())
@@ -140,6 +146,7 @@ class LibriTTSDataset(Configurable, Downloadable):
     # -- download -------------------------------------------------------------------------
 
     def resources(self, split: str) -> list[tuple[str, Resource]]:
+        """The OpenSLR archive of the split (SLR141 for ``variant=r``, else SLR60) with its checksums."""
         if self.variant == "r":
             fname = split.replace("-", "_") + ".tar.gz"
             return [(f"libritts_r-{split}", Resource(

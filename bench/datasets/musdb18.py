@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from bench.datasets._common import Configurable, DatasetOptionError, Downloadable, missing_data, parse_optional_float
 from bench.datasets.base import Item, register_dataset
@@ -59,6 +59,8 @@ _RESOURCES = {
 
 
 class MUSDB18Dataset(Configurable, Downloadable):
+    """MUSDB18 tracks (mixture or chosen stems) as 10 s excerpts, from the HQ, stems or 7 s release."""
+
     name = "musdb18"
     splits = ("test", "train")
     default_split = "test"
@@ -68,12 +70,14 @@ class MUSDB18Dataset(Configurable, Downloadable):
     option_defaults = {"format": "auto", "stems": "mixture", "excerpt_s": 10.0}
 
     def validate_options(self) -> None:
+        """Check ``format`` and ``stems`` and parse ``excerpt_s`` (seconds or none)."""
         if self.options["format"] not in FORMATS:
             raise DatasetOptionError(f"musdb18: format={self.options['format']!r}; choose one of {', '.join(FORMATS)}")
         self.stem_list()  # raises on unknown stems
         self.options["excerpt_s"] = parse_optional_float("excerpt_s", self.options["excerpt_s"])
 
     def stem_list(self) -> tuple[str, ...]:
+        """The stems the ``stems`` option selects, in the order given (``all`` = every stem)."""
         raw = str(self.options.get("stems") or "mixture")
         if raw == "all":
             return STEMS
@@ -85,11 +89,13 @@ class MUSDB18Dataset(Configurable, Downloadable):
 
     @property
     def excerpt_policy(self) -> ExcerptPolicy:
+        """Loudness-gated excerpts of ``excerpt_s`` seconds, or whole files when the option is unset."""
         excerpt_s = self.options.get("excerpt_s")
         return ExcerptPolicy(duration_s=float(excerpt_s)) if excerpt_s else WHOLE
 
     @property
-    def expected_counts(self) -> dict[str, int]:  # type: ignore[override]
+    def expected_counts(self) -> dict[str, int]:
+        """100 train and 50 test tracks times the selected stems (not checked for the 7 s previews)."""
         if self.options["format"] == "7s":
             return {}
         n = len(self.stem_list())
@@ -120,6 +126,7 @@ class MUSDB18Dataset(Configurable, Downloadable):
         return any(p.name.endswith(".stem.mp4") for p in split_dir.iterdir())
 
     def items(self, split: str | None = None, root: str | Path | None = None) -> Iterator[Item]:
+        """One excerpt per track and selected stem, tracks sorted by name; ``track`` is the cluster."""
         split = self.check_split(split)
         fmt, split_dir = self.locate(split, root)
         stems = self.stem_list()
@@ -131,7 +138,8 @@ class MUSDB18Dataset(Configurable, Downloadable):
                             if p.name.endswith(".stem.mp4") and not p.name.startswith("."))
         for track, path in tracks:
             for stem in stems:
-                extra = {"stem": stem, "format": {"hq": "MUSDB18-HQ", "stems": "MUSDB18", "7s": "MUSDB18-7"}[fmt]}
+                extra: dict[str, Any] = {
+                    "stem": stem, "format": {"hq": "MUSDB18-HQ", "stems": "MUSDB18", "7s": "MUSDB18-7"}[fmt]}
                 if fmt == "hq":
                     file = path / f"{stem}.wav"
                     if not file.is_file():
@@ -145,6 +153,7 @@ class MUSDB18Dataset(Configurable, Downloadable):
                 yield apply_excerpt(item, policy)
 
     def resources(self, split: str) -> list[tuple[str, Resource]]:
+        """The Zenodo archive of the chosen format (``auto`` downloads the stems release)."""
         fmt = self.options["format"]
         fmt = "stems" if fmt == "auto" else fmt
         return [(f"musdb18-{fmt}", _RESOURCES[fmt])]

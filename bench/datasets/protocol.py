@@ -48,6 +48,7 @@ class ExcerptPolicy:
     seed: int = EXCERPT_SEED
 
     def describe(self) -> dict[str, Any]:
+        """The policy as a JSON-able dict for the run manifest, with the selection rule in words."""
         if self.duration_s is None:
             return {"kind": "whole files"}
         return {"kind": "fixed-length excerpt", **asdict(self),
@@ -115,6 +116,8 @@ def choose_excerpt_from_array(x: np.ndarray, sample_rate_hz: int, item_id: str,
             return start_s, policy.duration_s
         if best is None or lufs > best[1]:
             best = (start_s, lufs)
+    if best is None:  # no candidate was tried: num_tries < 1
+        raise ValueError(f"excerpt policy needs num_tries >= 1, got {policy.num_tries}")
     return best[0], policy.duration_s
 
 

@@ -7,7 +7,7 @@ Everything here is batched over the first axis and keeps the device and dtype of
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -90,7 +90,8 @@ def num_frames(num_samples: int, hop_length: int) -> int:
     return 1 + num_samples // hop_length
 
 
-def stft_blocks(x: torch.Tensor, n_fft: int, hop_length: int, max_elements: int | None = None):
+def stft_blocks(x: torch.Tensor, n_fft: int, hop_length: int, max_elements: int | None = None
+                ) -> Iterator[torch.Tensor]:
     """Yield the frames of :func:`stft` in consecutive blocks ``[B, F, n]`` of bounded size.
 
     Identical frames to one ``stft(x)`` call (the reflect padding is applied once to the whole signal,
@@ -136,11 +137,11 @@ def screen(preds: torch.Tensor, target: torch.Tensor, *, min_samples: int = 1,
 
 
 def merge(values: torch.Tensor | Sequence[float], reasons: Sequence[str | None],
-          extras: Sequence[dict] | None = None) -> list[MetricValue]:
+          extras: Sequence[dict[str, Any]] | None = None) -> list[MetricValue]:
     """Combine computed per-item values with per-item failure reasons."""
     if isinstance(values, torch.Tensor):
         values = values.detach().double().cpu().tolist()
-    out = []
+    out: list[MetricValue] = []
     for i, (v, r) in enumerate(zip(values, reasons)):
         extra = dict(extras[i]) if extras else {}
         out.append(failed(r, **extra) if r else MetricValue(float(v), None, extra))

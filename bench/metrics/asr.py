@@ -27,7 +27,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -64,10 +64,10 @@ class PocketSphinxBackend(AsrBackend):
                  max_hmm_per_frame: int = 3000) -> None:
         self.hmm, self.lm, self.dict_path = hmm, lm, dict_path
         self.max_hmm_per_frame = int(max_hmm_per_frame)
-        self._decoder = None
+        self._decoder: Any = None  # pocketsphinx.Decoder, built on first use
         self._lock = threading.Lock()
 
-    def _get_decoder(self):
+    def _get_decoder(self) -> Any:
         if self._decoder is None:
             try:
                 from pocketsphinx import Decoder
@@ -84,6 +84,7 @@ class PocketSphinxBackend(AsrBackend):
         return self._decoder
 
     def transcribe(self, wav: np.ndarray) -> str:
+        """Decode ``wav`` as one utterance (clipped to [-1, 1], 16-bit PCM); "" when nothing is recognised."""
         pcm = (np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
         with self._lock:  # one decoder, one utterance at a time
             decoder = self._get_decoder()
@@ -94,6 +95,7 @@ class PocketSphinxBackend(AsrBackend):
         return hyp.hypstr if hyp is not None else ""
 
     def describe(self) -> str:
+        """PocketSphinx version, model and search cap: all of them change the transcripts."""
         from importlib.metadata import version
 
         model = "en-us (bundled)" if self.hmm is None else str(self.hmm)
@@ -111,8 +113,8 @@ class WhisperBackend(AsrBackend):
             raise AsrError("whisper backend needs a local model directory: asr='whisper:/path/to/model'")
         self.model_path = str(model_path)
         self.language, self.device, self.num_beams = language, device, num_beams
-        self._model = None
-        self._processor = None
+        self._model: Any = None  # WhisperForConditionalGeneration, loaded on first use
+        self._processor: Any = None  # WhisperProcessor, loaded with the model
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -134,6 +136,7 @@ class WhisperBackend(AsrBackend):
             self.model_path, local_files_only=True, use_safetensors=True).to(self.device).eval()
 
     def transcribe(self, wav: np.ndarray) -> str:
+        """Whisper transcript of ``wav`` (``num_beams`` beams), decoded in 30 s windows joined by spaces."""
         import torch
 
         with self._lock:
@@ -151,6 +154,7 @@ class WhisperBackend(AsrBackend):
         return " ".join(t for t in texts if t)
 
     def describe(self) -> str:
+        """Whisper checkpoint folder name and transformers version, recorded with each value."""
         from importlib.metadata import version
 
         return f"whisper {Path(self.model_path).name} (transformers {version('transformers')})"
@@ -170,6 +174,7 @@ def register_asr_backend(name: str, factory: Callable[[str], AsrBackend]) -> Non
 
 
 def asr_backend_names() -> list[str]:
+    """Names usable before the colon of an ``asr=`` spec, sorted (for help texts and typo hints)."""
     return sorted(_FACTORIES)
 
 

@@ -31,16 +31,20 @@ class MetricError(RuntimeError):
 
 @dataclass
 class MetricValue:
+    """One item's score: the value, the failure reason (None when scored) and metric-specific extras."""
+
     value: float
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
+        """True when the item was scored: no failure reason and a finite value."""
         return self.error is None and math.isfinite(self.value)
 
 
 def failed(reason: str, **extra: Any) -> MetricValue:
+    """A failed item: NaN with ``reason`` (never 0, so a failure cannot pass for a score)."""
     return MetricValue(float("nan"), reason, dict(extra))
 
 
@@ -94,10 +98,12 @@ def metric_fingerprint(spec: MetricSpec) -> str:
 
 
 def register_metric(spec: MetricSpec) -> MetricSpec:
+    """Add ``spec`` to the metric registry under its name and return it; each metric module calls it at import."""
     return METRICS.register(spec.name, spec)
 
 
 def get_metric(name: str) -> MetricSpec:
+    """The registered spec called ``name``; the registry raises with close matches when unknown."""
     return METRICS.get(name)
 
 

@@ -48,7 +48,7 @@ ONNX_BATCH = 8  # windows per ONNX call
 SCORES = ("sig", "bak", "ovrl")
 
 # np.poly1d coefficients, highest power first (dnsmos_local.py / speechmos get_polyfit_val)
-POLY = {
+POLY: dict[bool, dict[str, tuple[float, ...]]] = {
     False: {"sig": (-0.08397278, 1.22083953, 0.0052439),
             "bak": (-0.13166888, 1.60915514, -0.39604546),
             "ovrl": (-0.06766283, 1.11546468, 0.04602535)},
@@ -76,7 +76,7 @@ def model_path(personalized: bool = False) -> Path:
     return path
 
 
-def _session(personalized: bool):
+def _session(personalized: bool) -> Any:
     with _LOCK:
         if personalized not in _SESSIONS:
             try:
@@ -147,28 +147,32 @@ def _dnsmos(which: str, preds: torch.Tensor, sample_rate_hz: int | None, items: 
     return out
 
 
-def dnsmos_sig(preds, target=None, *, sample_rate_hz=DNSMOS_SAMPLE_RATE_HZ, items=None, personalized=False,
-               **_: Any) -> list[MetricValue]:
+def dnsmos_sig(preds: torch.Tensor, target: torch.Tensor | None = None, *,
+               sample_rate_hz: int | None = DNSMOS_SAMPLE_RATE_HZ, items: Sequence[Any] | None = None,
+               personalized: bool = False, **_: Any) -> list[MetricValue]:
     """DNSMOS P.835 SIG (speech signal quality) of ``preds``; ``target`` is unused."""
     return _dnsmos("sig", preds, sample_rate_hz, items, personalized)
 
 
-def dnsmos_bak(preds, target=None, *, sample_rate_hz=DNSMOS_SAMPLE_RATE_HZ, items=None, personalized=False,
-               **_: Any) -> list[MetricValue]:
+def dnsmos_bak(preds: torch.Tensor, target: torch.Tensor | None = None, *,
+               sample_rate_hz: int | None = DNSMOS_SAMPLE_RATE_HZ, items: Sequence[Any] | None = None,
+               personalized: bool = False, **_: Any) -> list[MetricValue]:
     """DNSMOS P.835 BAK (background noise intrusiveness; higher = less noise) of ``preds``."""
     return _dnsmos("bak", preds, sample_rate_hz, items, personalized)
 
 
-def dnsmos_ovrl(preds, target=None, *, sample_rate_hz=DNSMOS_SAMPLE_RATE_HZ, items=None, personalized=False,
-                **_: Any) -> list[MetricValue]:
+def dnsmos_ovrl(preds: torch.Tensor, target: torch.Tensor | None = None, *,
+                sample_rate_hz: int | None = DNSMOS_SAMPLE_RATE_HZ, items: Sequence[Any] | None = None,
+                personalized: bool = False, **_: Any) -> list[MetricValue]:
     """DNSMOS P.835 OVRL (overall quality) of ``preds``."""
     return _dnsmos("ovrl", preds, sample_rate_hz, items, personalized)
 
 
-_COMMON = dict(higher_is_better=True, unit="MOS", sample_rate_hz=DNSMOS_SAMPLE_RATE_HZ, needs_reference=False,
-               valid_range=(1.0, 5.0), domains=("speech",), min_duration_s=MIN_DURATION_S,
-               requires=("speechmos", "onnxruntime"), version="p835-1",
-               source="DNSMOS P.835 (Reddy et al. 2022), dnsmos_local.py; ONNX model from speechmos 0.0.1")
+_COMMON: dict[str, Any] = dict(
+    higher_is_better=True, unit="MOS", sample_rate_hz=DNSMOS_SAMPLE_RATE_HZ, needs_reference=False,
+    valid_range=(1.0, 5.0), domains=("speech",), min_duration_s=MIN_DURATION_S,
+    requires=("speechmos", "onnxruntime"), version="p835-1",
+    source="DNSMOS P.835 (Reddy et al. 2022), dnsmos_local.py; ONNX model from speechmos 0.0.1")
 for _name, _fn, _what in (("dnsmos_sig", dnsmos_sig, "speech signal quality (SIG)"),
                           ("dnsmos_bak", dnsmos_bak, "background noise quality (BAK)"),
                           ("dnsmos_ovrl", dnsmos_ovrl, "overall quality (OVRL)")):

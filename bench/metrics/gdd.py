@@ -24,6 +24,7 @@ Runs at the item's comparison rate (fixed STFT size in samples).
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -56,7 +57,7 @@ def _backward_diff(phase: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([first, rest], dim=dim)
 
 
-def phase_distances(preds: torch.Tensor, target: torch.Tensor, kinds=KINDS, n_fft: int = N_FFT,
+def phase_distances(preds: torch.Tensor, target: torch.Tensor, kinds: Sequence[str] = KINDS, n_fft: int = N_FFT,
                     hop_length: int = HOP) -> dict[str, torch.Tensor]:
     """Batched APD_IP / APD_GD / APD_IAF ``[B]`` each (radians) for ``preds``/``target`` ``[B, T]``.
 
@@ -66,8 +67,8 @@ def phase_distances(preds: torch.Tensor, target: torch.Tensor, kinds=KINDS, n_ff
     n = preds.shape[0]
     ip_sum = preds.new_zeros(n)
     iaf_sum = preds.new_zeros(n)
-    gd_sq = None
-    prev = None
+    gd_sq: torch.Tensor | None = None
+    prev: torch.Tensor | None = None
     frames = 0
     for spec in stft_blocks(torch.cat([preds, target], dim=0), n_fft, hop_length):
         phase = torch.angle(spec)  # [2B, F, n]
@@ -90,15 +91,19 @@ def phase_distances(preds: torch.Tensor, target: torch.Tensor, kinds=KINDS, n_ff
     if "ip" in kinds:
         out["ip"] = ip_sum / frames
     if "gd" in kinds:
+        assert gd_sq is not None  # stft_blocks yields at least one block
         out["gd"] = (gd_sq / frames).sqrt().mean(dim=-1)
     if "iaf" in kinds:
         out["iaf"] = iaf_sum / frames
     return out
 
 
-def _phase_metric(kind: str, name: str):
-    def metric(preds, target, *, sample_rate_hz: int | None = None, items=None,
-               dtype: torch.dtype = torch.float64, **options) -> list[MetricValue]:
+def _phase_metric(kind: str, name: str) -> Callable[..., list[MetricValue]]:
+    """The metric function for one APD ``kind`` ("ip", "gd", "iaf"), named ``name`` in reasons."""
+
+    def metric(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = None,
+               items: Sequence[Any] | None = None, dtype: torch.dtype = torch.float64,
+               **options: Any) -> list[MetricValue]:
         require_rate(sample_rate_hz, name)
         p, t = check_pair(preds, target, dtype)
         reasons = screen(p, t, min_samples=min_samples_for_stft(N_FFT), metric=name)

@@ -16,6 +16,7 @@ Other papers (NVSR / ssr_eval) use a different STFT and epsilon under the same n
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import torch
 
@@ -49,8 +50,9 @@ def log_spectral_distance(preds: torch.Tensor, target: torch.Tensor, n_fft: int 
     return total / frames
 
 
-def lsd(preds, target, *, sample_rate_hz: int | None = None, items=None,
-        dtype: torch.dtype = torch.float64, **options) -> list[MetricValue]:
+def lsd(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = None,
+        items: Sequence[Any] | None = None, dtype: torch.dtype = torch.float64,
+        **options: Any) -> list[MetricValue]:
     """AP-BWE log-spectral distance per item (Bel); NaN + reason for too-short or non-finite items."""
     require_rate(sample_rate_hz, "lsd")
     p, t = check_pair(preds, target, dtype)

@@ -32,8 +32,10 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from bench.metrics._spectral import (
@@ -55,7 +57,8 @@ _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP_HZ
 _LOGSTEP = math.log(6.4) / 27.0
 
 
-def hz_to_mel_slaney(freq_hz: np.ndarray) -> np.ndarray:
+def hz_to_mel_slaney(freq_hz: npt.ArrayLike) -> np.ndarray:
+    """Frequencies in Hz to Slaney mels (float64), librosa's ``hz_to_mel(htk=False)`` formula."""
     f = np.asarray(freq_hz, dtype=np.float64)
     mel = f / _F_SP_HZ
     log_region = f >= _MIN_LOG_HZ
@@ -63,7 +66,8 @@ def hz_to_mel_slaney(freq_hz: np.ndarray) -> np.ndarray:
     return mel
 
 
-def mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
+def mel_to_hz_slaney(mel: npt.ArrayLike) -> np.ndarray:
+    """Slaney mels back to Hz (float64), the inverse of :func:`hz_to_mel_slaney`."""
     m = np.asarray(mel, dtype=np.float64)
     f = _F_SP_HZ * m
     return np.where(m >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (m - _MIN_LOG_MEL)), f)
@@ -138,6 +142,7 @@ class MelDistanceConfig:
 
     @property
     def min_samples(self) -> int:
+        """Shortest signal the largest window accepts (reflect padding needs more than half a window)."""
         return min_samples_for_stft(max(self.window_lengths))
 
 
@@ -168,6 +173,7 @@ class MultiScaleMelDistance(torch.nn.Module):
         self.sample_rate_hz = sample_rate_hz
 
     def extra_repr(self) -> str:
+        """Rate and config shown in the module's ``repr`` (torch's hook for printing modules)."""
         return f"sample_rate_hz={self.sample_rate_hz}, config={self.config}"
 
     def per_scale(self, preds: torch.Tensor, target: torch.Tensor,
@@ -209,12 +215,13 @@ class MultiScaleMelDistance(torch.nn.Module):
 
     def forward(self, preds: torch.Tensor, target: torch.Tensor,
                 sample_rate_hz: int | None = None) -> torch.Tensor:
+        """Distance per item ``[B]``: the sum over scales of :meth:`per_scale`."""
         return self.per_scale(preds, target, sample_rate_hz).sum(dim=0)
 
 
-def mel_distance(preds, target, *, sample_rate_hz: int | None = None, items=None,
-                 config: MelDistanceConfig | str = "dac", dtype: torch.dtype = torch.float32,
-                 **options) -> list[MetricValue]:
+def mel_distance(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = None,
+                 items: Sequence[Any] | None = None, config: MelDistanceConfig | str = "dac",
+                 dtype: torch.dtype = torch.float32, **options: Any) -> list[MetricValue]:
     """DAC multi-scale mel distance per item (7-scale ``dac`` preset unless ``config`` says otherwise).
 
     Computed in float32 by default, as DAC does (the reference values agree to ~1e-7 relative).

@@ -20,6 +20,8 @@ Speech only.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 import torch
 
@@ -44,7 +46,8 @@ def _pesq_one(ref: np.ndarray, deg: np.ndarray, fs: int, mode: str, name: str) -
         return failed(f"{name}: backend error: {exc}")
 
 
-def _pesq(preds, target, sample_rate_hz: int | None, mode: str, name: str, allowed_hz: tuple[int, ...]):
+def _pesq(preds: torch.Tensor, target: torch.Tensor, sample_rate_hz: int | None, mode: str, name: str,
+          allowed_hz: tuple[int, ...]) -> list[MetricValue]:
     if sample_rate_hz not in allowed_hz:
         raise MetricError(f"{name} needs audio at {' or '.join(map(str, allowed_hz))} Hz, got {sample_rate_hz}")
     p, t = check_pair(preds, target, torch.float64)
@@ -54,17 +57,19 @@ def _pesq(preds, target, sample_rate_hz: int | None, mode: str, name: str, allow
             for i, r in enumerate(reasons)]
 
 
-def pesq_wb(preds, target, *, sample_rate_hz: int | None = 16000, items=None, **options) -> list[MetricValue]:
+def pesq_wb(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = 16000,
+            items: Sequence[Any] | None = None, **options: Any) -> list[MetricValue]:
     """Wide-band PESQ (P.862.2 MOS-LQO) per item at 16 kHz."""
     return _pesq(preds, target, sample_rate_hz, "wb", "pesq_wb", (16000,))
 
 
-def pesq_nb(preds, target, *, sample_rate_hz: int | None = 16000, items=None, **options) -> list[MetricValue]:
+def pesq_nb(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = 16000,
+            items: Sequence[Any] | None = None, **options: Any) -> list[MetricValue]:
     """Narrow-band PESQ (P.862 raw score mapped by P.862.1 to MOS-LQO) per item, 16 kHz (or 8 kHz) input."""
     return _pesq(preds, target, sample_rate_hz, "nb", "pesq_nb", (16000, 8000))
 
 
-_COMMON = dict(higher_is_better=True, unit="MOS", domains=("speech",), min_duration_s=0.25,
+_COMMON: dict[str, Any] = dict(higher_is_better=True, unit="MOS", domains=("speech",), min_duration_s=0.25,
                requires=("pesq",), batched=True, version="1")
 register_metric(MetricSpec(
     name="pesq_wb", fn=pesq_wb, sample_rate_hz=16000, valid_range=(1.0, 4.65),

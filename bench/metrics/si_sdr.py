@@ -19,6 +19,7 @@ It runs at whatever rate the signals have (sample rate does not enter the formul
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import torch
 
@@ -49,7 +50,8 @@ def si_sdr_db(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(silent, torch.full_like(value, math.nan), value)
 
 
-def si_sdr(preds, target, *, sample_rate_hz: int | None = None, items=None, **options) -> list[MetricValue]:
+def si_sdr(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = None,
+           items: Sequence[Any] | None = None, **options: Any) -> list[MetricValue]:
     """Zero-mean SI-SDR (dB) per item; NaN + reason for silent target/preds or non-finite samples."""
     p, t = check_pair(preds, target, torch.float64)
     reasons = screen(p, t, min_samples=2, metric="si_sdr")

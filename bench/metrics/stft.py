@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 
@@ -47,6 +48,7 @@ class STFTDistanceConfig:
 
     @property
     def min_samples(self) -> int:
+        """Shortest signal the largest window accepts (reflect padding needs more than half a window)."""
         return min_samples_for_stft(max(self.window_lengths))
 
 
@@ -58,6 +60,7 @@ class MultiScaleSTFTDistance(torch.nn.Module):
         self.config = config or STFTDistanceConfig()
 
     def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Distance per item ``[B]``, summed over the scales; channels are averaged into their item."""
         if preds.shape != target.shape:
             raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape")
         channels = preds.shape[1] if preds.ndim == 3 else 1
@@ -88,9 +91,9 @@ class MultiScaleSTFTDistance(torch.nn.Module):
         return total.reshape(-1, channels).mean(dim=-1)
 
 
-def stft_distance(preds, target, *, sample_rate_hz: int | None = None, items=None,
-                  config: STFTDistanceConfig | None = None, dtype: torch.dtype = torch.float32,
-                  **options) -> list[MetricValue]:
+def stft_distance(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = None,
+                  items: Sequence[Any] | None = None, config: STFTDistanceConfig | None = None,
+                  dtype: torch.dtype = torch.float32, **options: Any) -> list[MetricValue]:
     """DAC 2-scale STFT distance per item (float32 like DAC); NaN + reason for too-short or non-finite items.
 
     The formula does not use the sample rate; it is accepted (and checked) for a uniform interface.

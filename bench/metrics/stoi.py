@@ -19,6 +19,7 @@ return 1e-5) and for non-finite samples. Speech only.
 from __future__ import annotations
 
 import warnings
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ def _stoi_one(ref: np.ndarray, deg: np.ndarray, fs: int, extended: bool, name: s
     return MetricValue(value)
 
 
-def _stoi(preds, target, sample_rate_hz, extended: bool, name: str) -> list[MetricValue]:
+def _stoi(preds: torch.Tensor, target: torch.Tensor, sample_rate_hz: int | None, extended: bool,
+          name: str) -> list[MetricValue]:
     fs = require_rate(sample_rate_hz, name)
     p, t = check_pair(preds, target, torch.float64)
     reasons = screen(p, t, min_samples=1, metric=name)
@@ -51,17 +53,19 @@ def _stoi(preds, target, sample_rate_hz, extended: bool, name: str) -> list[Metr
     return [failed(r) if r else _stoi_one(t_np[i], p_np[i], fs, extended, name) for i, r in enumerate(reasons)]
 
 
-def stoi(preds, target, *, sample_rate_hz: int | None = STOI_RATE_HZ, items=None, **options) -> list[MetricValue]:
+def stoi(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = STOI_RATE_HZ,
+         items: Sequence[Any] | None = None, **options: Any) -> list[MetricValue]:
     """Short-time objective intelligibility per item (Taal et al. 2011)."""
     return _stoi(preds, target, sample_rate_hz, False, "stoi")
 
 
-def estoi(preds, target, *, sample_rate_hz: int | None = STOI_RATE_HZ, items=None, **options) -> list[MetricValue]:
+def estoi(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = STOI_RATE_HZ,
+          items: Sequence[Any] | None = None, **options: Any) -> list[MetricValue]:
     """Extended STOI per item (Jensen & Taal 2016)."""
     return _stoi(preds, target, sample_rate_hz, True, "estoi")
 
 
-_COMMON = dict(higher_is_better=True, unit="", sample_rate_hz=STOI_RATE_HZ, domains=("speech",),
+_COMMON: dict[str, Any] = dict(higher_is_better=True, unit="", sample_rate_hz=STOI_RATE_HZ, domains=("speech",),
                min_duration_s=0.4, requires=("pystoi",), version="1")
 register_metric(MetricSpec(
     name="stoi", fn=stoi, valid_range=(-1.0, 1.0),

@@ -87,9 +87,10 @@ def set_numba(enabled: bool) -> bool:
     """
     from visqol import numba_accel
 
+    # _NUMBA_IMPORTED is our own attribute on visqol's module (not declared there): what the import found
     if not hasattr(numba_accel, "_NUMBA_IMPORTED"):
-        numba_accel._NUMBA_IMPORTED = numba_accel._HAS_NUMBA  # remember what the import found
-    numba_accel._HAS_NUMBA = bool(enabled) and numba_accel._NUMBA_IMPORTED
+        setattr(numba_accel, "_NUMBA_IMPORTED", numba_accel._HAS_NUMBA)
+    numba_accel._HAS_NUMBA = bool(enabled) and getattr(numba_accel, "_NUMBA_IMPORTED")
     return numba_accel._HAS_NUMBA
 
 
@@ -99,7 +100,7 @@ def _apply_numba_env() -> None:
         set_numba(value.strip().lower() not in ("0", "false", "no", "off"))
 
 
-def _get_api(mode: str, use_lattice_model: bool, search_window: int = SEARCH_WINDOW):
+def _get_api(mode: str, use_lattice_model: bool, search_window: int = SEARCH_WINDOW) -> Any:
     """A cached, configured ``VisqolApi`` per (mode, mapper, window): models load once per process."""
     key = (mode, bool(use_lattice_model) if mode == "speech" else False, int(search_window))
     with _LOCK:
@@ -215,7 +216,7 @@ def visqol(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | N
     modes = _modes(preds.shape[0], items, mode)
     p = preds.detach().to(torch.float64).cpu().numpy()
     t = target.detach().to(torch.float64).cpu().numpy()
-    out = []
+    out: list[MetricValue] = []
     for i, m in enumerate(modes):
         name = getattr(items[i], "id", f"#{i}") if items is not None else f"#{i}"
         out.append(visqol_pair(t[i], p[i], int(sample_rate_hz), mode=m,

@@ -82,7 +82,7 @@ def _item_name(items: Sequence[Any] | None, i: int) -> str:
 
 def _error_rate(preds: torch.Tensor, *, sample_rate_hz: int | None, items: Sequence[Any] | None,
                 transcripts: Sequence[str | None] | None, asr: Any, unit: str) -> list[MetricValue]:
-    import jiwer
+    import jiwer  # noqa: F401 - fail the whole batch before any transcription when jiwer is missing
 
     if preds.dim() != 2:
         raise MetricError(f"expected preds [B, T], got shape {tuple(preds.shape)}")
@@ -112,18 +112,28 @@ def _error_rate(preds: torch.Tensor, *, sample_rate_hz: int | None, items: Seque
             continue
         hyp_raw, backend = transcribe(wav, asr)
         hyp = normalize_transcript(hyp_raw)
-        if unit == "word":
-            m = jiwer.process_words(ref, hyp)
-            value, ref_len = m.wer, len(ref.split())
-        else:
-            m = jiwer.process_characters(ref, hyp)
-            value, ref_len = m.cer, len(ref)
-        errors = m.substitutions + m.deletions + m.insertions
+        value, ref_len, (subs, dels, ins) = _align(ref, hyp, unit)
+        errors = subs + dels + ins
         out.append(MetricValue(float(value), extra={
             "hypothesis": hyp, "reference": ref, "errors": int(errors), "ref_len": int(ref_len),
-            "substitutions": int(m.substitutions), "deletions": int(m.deletions),
-            "insertions": int(m.insertions), "asr": backend, "normaliser": NORMALISER_VERSION}))
+            "substitutions": int(subs), "deletions": int(dels),
+            "insertions": int(ins), "asr": backend, "normaliser": NORMALISER_VERSION}))
     return out
+
+
+def _align(ref: str, hyp: str, unit: str) -> tuple[float, int, tuple[int, int, int]]:
+    """(error rate, reference length, (substitutions, deletions, insertions)) of a jiwer alignment.
+
+    ``unit`` "word" aligns words (WER, length in words); anything else aligns characters (CER, length in
+    characters including the single spaces).
+    """
+    import jiwer
+
+    if unit == "word":
+        words = jiwer.process_words(ref, hyp)
+        return words.wer, len(ref.split()), (words.substitutions, words.deletions, words.insertions)
+    chars = jiwer.process_characters(ref, hyp)
+    return chars.cer, len(ref), (chars.substitutions, chars.deletions, chars.insertions)
 
 
 def wer(preds: torch.Tensor, target: torch.Tensor | None = None, *, sample_rate_hz: int | None = WER_SAMPLE_RATE_HZ,
@@ -145,7 +155,7 @@ def cer(preds: torch.Tensor, target: torch.Tensor | None = None, *, sample_rate_
                        asr=asr, unit="char")
 
 
-_COMMON = dict(higher_is_better=False, unit="fraction", sample_rate_hz=WER_SAMPLE_RATE_HZ,
+_COMMON: dict[str, Any] = dict(higher_is_better=False, unit="fraction", sample_rate_hz=WER_SAMPLE_RATE_HZ,
                needs_reference=False, valid_range=(0.0, float("inf")), domains=("speech",),
                needs_transcript=True, min_duration_s=MIN_DURATION_S, requires=("pocketsphinx", "jiwer"),
                version=f"1+norm{NORMALISER_VERSION}")
