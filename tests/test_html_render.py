@@ -2,7 +2,6 @@
 
 import importlib.util
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -84,7 +83,7 @@ def test_chromium_screenshot_is_not_blank(report_dir, tmp_path):
 
 
 def test_report_of_a_real_run_plays_the_runners_reconstructions(tmp_path):
-    """The default audio source: references via the run's dataset settings, decodes via the runner's cache."""
+    """The default audio source: the prepared references and the decodes, both from the run's cache."""
     import numpy as np
     import soundfile as sf
 

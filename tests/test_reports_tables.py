@@ -10,12 +10,12 @@ import json
 import pandas as pd
 import pytest
 
-from bench.errors import UserError
 from bench.cli import main as bench_main
+from bench.errors import UserError
 from bench.reports import report as rep
 from bench.reports import tables
-from bench.reports.make import make_report
 from bench.reports.load import display_codec, load_run, metric_info
+from bench.reports.make import make_report
 from bench.reports.synthetic import make_run
 
 TOY = "toy:/ckpts/toy-v1.safetensors"

@@ -2,24 +2,31 @@
 
 load (one place: ``bench.audio``) -> channel policy -> optional loudness normalisation -> resample
 to the codec's rate -> ``encode`` -> ``to_bytes`` (measured kbps) -> ``from_bytes`` -> ``decode``
--> length check -> resample back to the item's rate -> content-addressed cache.
+-> length check -> resample back to the item's rate -> content-addressed cache, which also keeps
+the prepared reference once per item (keyed by its input hash) so reports need neither the
+dataset nor this module.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.types import RunConfig
+
+if TYPE_CHECKING:
+    from bench.cache import ReconCache
+    from bench.codecs.base import Codec, Selection
+    from bench.datasets.base import Item
 
 
 class ItemError(RuntimeError):
     """An input item that cannot be used; the message names the file."""
 
 
-def prepare_reference(item, cfg: RunConfig) -> tuple[np.ndarray, int, list[str]]:
+def prepare_reference(item: Item, cfg: RunConfig) -> tuple[np.ndarray, int, list[str]]:
     """Load an item, apply the channel and loudness policy. Returns (audio [C, T], rate, notes)."""
     from bench.audio import (
         AudioError,
@@ -44,44 +51,32 @@ def prepare_reference(item, cfg: RunConfig) -> tuple[np.ndarray, int, list[str]]
     return x, audio.sample_rate_hz, notes
 
 
-def code_item(sel, ref: np.ndarray, sr: int, input_hash: str, cache, device: str,
-              codec_fingerprint: str | None = None) -> tuple[np.ndarray, dict]:
+def code_item(sel: Selection, ref: np.ndarray, sr: int, input_hash: str, cache: ReconCache, device: str,
+              codec_fingerprint: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Run one (codec, operating point) on one prepared reference, through the cache.
 
     The cache key is the codec's fingerprint (code, parameters, weights, backend versions), the
-    operating point, the rates, the input's hash and the resampling code. Returns the
-    reconstruction at the item's rate with the reference's shape, and the coded row.
+    operating point, the rates, the input's hash and the resampling code. The prepared reference
+    itself is cached too (once per item: :meth:`~bench.cache.ReconCache.ensure_reference`) and the
+    reconstruction's metadata names its ``input_hash``, so a report finds both in the cache alone.
+    Returns the reconstruction at the item's rate with the reference's shape, and the coded row.
     """
-    import torch
-
-    from bench.audio import fit_length, resample, to_channels
     from bench.cache import cache_key
 
     codec = sel.codec.load(device)
     rate = codec.spec.sample_rate_hz
     key = cache_key(codec_fingerprint or codec.fingerprint, sel.op, rate, sr, input_hash)
+    cache.ensure_reference(input_hash, ref, sr)
     hit = cache.get(key)
     if hit is None:
-        x = resample(to_channels(ref, codec.spec.channels), sr, rate)
-        wav = torch.from_numpy(np.ascontiguousarray(x))[None].to(codec.device)
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            bitstream = codec.to_bytes(codec.encode(wav, sel.op))
-            _sync(codec.device)
-            t1 = time.perf_counter()
-            y = codec.decode(codec.from_bytes(bitstream))
-            _sync(codec.device)
-            t2 = time.perf_counter()
-        y = y[0].detach().float().cpu().numpy()
-        if not np.all(np.isfinite(y)):
-            raise RuntimeError(f"{sel.label} produced NaN/Inf samples")
-        check_decoded_length(y.shape[-1], x.shape[-1], rate, sel.label)
-        y = fit_length(to_channels(resample(y, rate, sr), ref.shape[0]), ref.shape[-1])
-        meta = {"encode_s": t1 - t0, "decode_s": t2 - t1, "codec_rate_hz": rate, "codec": sel.key, "op": sel.op.name}
+        y, bitstream, timings = _encode_decode(codec, sel, ref, sr)
+        meta = {**timings, "codec_rate_hz": rate, "codec": sel.key, "op": sel.op.name, "input_hash": input_hash}
         cache.put(key, y, sr, bitstream, meta)
         hit = cache.get(key)
         if hit is None:
             raise RuntimeError(f"cache write failed for {sel.label} under {cache.root}")
+    elif hit[3].get("input_hash") != input_hash:  # an entry cached before entries named their input
+        cache.annotate(key, {"input_hash": input_hash})
     recon, _, bitstream, meta = hit
     duration_s = ref.shape[-1] / sr
     row = {
@@ -91,6 +86,35 @@ def code_item(sel, ref: np.ndarray, sr: int, input_hash: str, cache, device: str
         "status": "ok", "error": None, "cache_key": key,
     }
     return recon, row
+
+
+def _encode_decode(codec: Codec, sel: Selection, ref: np.ndarray, sr: int) -> tuple[np.ndarray, bytes, dict[str, float]]:
+    """Encode, serialise, deserialise and decode one reference: (reconstruction at ``sr``, bitstream, timings).
+
+    The reconstruction is checked (finite, the input's length at the codec's rate), resampled back
+    to the item's rate and fitted to the reference's channels and length.
+    """
+    import torch
+
+    from bench.audio import fit_length, resample, to_channels
+
+    rate = codec.spec.sample_rate_hz
+    x = resample(to_channels(ref, codec.spec.channels), sr, rate)
+    wav = torch.from_numpy(np.ascontiguousarray(x))[None].to(codec.device)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        bitstream = codec.to_bytes(codec.encode(wav, sel.op))
+        _sync(codec.device)
+        t1 = time.perf_counter()
+        decoded = codec.decode(codec.from_bytes(bitstream))
+        _sync(codec.device)
+        t2 = time.perf_counter()
+    y = decoded[0].detach().float().cpu().numpy()
+    if not np.all(np.isfinite(y)):
+        raise RuntimeError(f"{sel.label} produced NaN/Inf samples")
+    check_decoded_length(y.shape[-1], x.shape[-1], rate, sel.label)
+    y = fit_length(to_channels(resample(y, rate, sr), ref.shape[0]), ref.shape[-1])
+    return y, bitstream, {"encode_s": t1 - t0, "decode_s": t2 - t1}
 
 
 def check_decoded_length(n_decoded: int, n_input: int, rate_hz: int, label: str) -> None:
@@ -106,24 +130,9 @@ def check_decoded_length(n_decoded: int, n_input: int, rate_hz: int, label: str)
         raise RuntimeError(f"{label} decoded {n_decoded} samples for an input of {n_input}: {why}")
 
 
-def _sync(device) -> None:
+def _sync(device: Any) -> None:
+    """Wait for queued GPU work, so the timings measure the codec and not the launch."""
     import torch
 
     if getattr(device, "type", str(device)) == "cuda":
         torch.cuda.synchronize()
-
-
-def reconstruction_path(run_dir: str | Path, cache_key: str) -> Path | None:
-    """Path of a cached reconstruction (FLAC at the item's rate) recorded in a run, or None.
-
-    None also when the entry fails its digest check: a report never plays a damaged file.
-    """
-    from bench.cache import ReconCache
-    from bench.store import Store
-
-    run_dir = Path(run_dir)
-    with Store(run_dir / "results.sqlite", readonly=True) as store:
-        ids = store.run_ids()
-        cache_dir = store.manifest(ids[-1]).get("cache_dir") if ids else None
-    cache = ReconCache(cache_dir, readonly=True)
-    return cache.audio_path(cache_key) if cache.get(cache_key) is not None else None

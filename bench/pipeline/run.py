@@ -237,6 +237,7 @@ class _Run:
                        extra={**item.extra, "notes": notes} if notes else item.extra)
         self.store.put_items(self.run_id, [item], {item.id: ref.shape[-1] / sr})
         input_hash = array_hash(ref, sr)
+        self.cache.ensure_reference(input_hash, ref, sr)  # the report plays it without the dataset
         for sel in self.plan.selections:
             need = todo[sel.label]
             if need:

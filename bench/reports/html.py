@@ -7,13 +7,15 @@ kbps), as ``<audio>`` players beside spectrograms. Excerpts are at most ``excerp
 
 Where audio comes from is a callable ``audio_source(item_id, codec, op)`` (``codec=None`` for the
 reference) returning a path to an audio file, an ``(array [C, T] or [T], sample_rate_hz)`` pair,
-a :class:`bench.audio.Audio`, or None when unavailable, so the report does not depend on how the
-runner caches reconstructions. :func:`default_audio_source` asks the runner, then the dataset.
+a :class:`bench.audio.Audio`, or None when unavailable (an exception's message is shown as the
+reason). :func:`default_audio_source` reads references and reconstructions from the run's cache
+alone (:mod:`bench.reports.cached_audio`): no dataset, no runner.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 import shutil
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.reports import plots
+from bench.reports.cached_audio import CachedAudioSource
 from bench.reports.load import RunData, display_codec
 from bench.reports.report import (
     FOOTNOTES,
@@ -110,74 +113,12 @@ def _as_audio(obj: Any) -> tuple[np.ndarray, int] | None:
 
 
 def default_audio_source(data: RunData) -> AudioSource:
-    """Reconstructions from the runner's cache; references prepared exactly as the run prepared them.
+    """References and reconstructions from the run's reconstruction cache, digests checked.
 
-    Reconstructions: ``bench.pipeline.code.reconstruction_path(run_dir, cache_key)`` of the coded row.
-    References: the run's dataset (with its options, split and root from the manifest settings)
-    through ``bench.pipeline.code.prepare_reference``, so loudness normalisation and the channel policy
-    match what the codecs were given; without the runner, the item's file as it is.
+    The references are the prepared ones the codecs were given (channel policy, loudness), as the
+    run cached them; a report made after the dataset moved or was deleted still plays them.
     """
-    try:
-        import bench.pipeline.code as runner
-    except Exception:  # noqa: BLE001 - report on a machine without the runner's dependencies
-        runner = None
-    recon = getattr(runner, "reconstruction_path", None)
-    cache: dict[str, Any] = {}
-
-    def run_config():
-        import dataclasses
-
-        settings = data.manifest.get("settings") if isinstance(data.manifest.get("settings"), dict) else {}
-        from bench.types import RunConfig
-
-        names = {f.name for f in dataclasses.fields(RunConfig)}
-        return RunConfig(**{k: v for k, v in settings.items() if k in names})
-
-    def items_by_id() -> dict[str, Any]:
-        if "items" in cache:
-            return cache["items"]
-        found: dict[str, Any] = {}
-        cache["items"] = found
-        try:
-            if runner is not None:
-                from bench.datasets.base import resolve_dataset
-
-                cfg = cache.setdefault("cfg", run_config())
-                ds, split = resolve_dataset(cfg.dataset, cfg.split, cfg.dataset_options)
-                found.update({it.id: it for it in ds.items(split, cfg.root)})
-            else:
-                from bench.registry import DATASETS
-
-                for name in sorted(set(data.items["dataset"])):
-                    ds = DATASETS.get(name)
-                    for sp in sorted(set(data.items.loc[data.items["dataset"] == name, "split"].dropna())):
-                        found.update({it.id: it for it in ds.items(sp, root=data.setting("root"))})
-        except Exception as exc:  # noqa: BLE001 - data moved or gone: no reference audio, say why
-            cache["error"] = f"{type(exc).__name__}: {exc}"
-        return found
-
-    def source(item_id: str, codec: str | None, op: str | None):
-        if codec is None:
-            item = items_by_id().get(item_id)
-            if item is None:
-                if "error" in cache:
-                    raise FileNotFoundError(f"reference not found ({cache['error']})")
-                return None
-            if runner is not None and hasattr(runner, "prepare_reference") and "cfg" in cache:
-                x, sr, _ = runner.prepare_reference(item, cache["cfg"])
-                return x, sr
-            from bench.audio import load_audio
-
-            return load_audio(item.path, start_s=item.start_s, duration_s=item.duration_s)
-        if recon is None:
-            return None
-        c = data.coded
-        row = c[(c["item_id"] == item_id) & (c["codec"] == codec) & (c["op"] == op)]
-        if not len(row) or not isinstance(row.iloc[0]["cache_key"], str):
-            return None
-        return recon(data.run_dir, row.iloc[0]["cache_key"])
-
-    return source
+    return CachedAudioSource(data)
 
 
 def _loudest_window(x: np.ndarray, sr: int, excerpt_s: float) -> int:
@@ -195,7 +136,7 @@ def _loudest_window(x: np.ndarray, sr: int, excerpt_s: float) -> int:
 
 # --- choosing what to listen to ------------------------------------------------------------------
 
-def comparable_ops(summary_df, target_kbps: float | None = None) -> tuple[float, dict[str, str]]:
+def comparable_ops(summary_df: Any, target_kbps: float | None = None) -> tuple[float, dict[str, str]]:
     """A target kbps and, for each codec, the operating point whose measured rate is nearest to it.
 
     Without a target, pick the rate (among all measured rates) that minimises the summed log-distance
@@ -285,69 +226,89 @@ def listening_section(report: Report, out_dir: Path, audio_source: AudioSource |
     if audio_source is None:
         return '<p class="note">Listening examples were not requested (--no-audio).</p>'
     chosen = choose_items(data, ops, n_per_domain=n_per_domain, worst_per_metric=worst_per_metric)
-    metrics = data.metrics
-    res = data.results
     parts = [f'<p class="note">Reference and every codec at the operating point nearest {fmt(target)} kbps '
              f'(measured). Excerpts of at most {excerpt_s:g} s, 16-bit WAV, same window in every row; '
              "spectrograms: time left to right, 0 Hz to half the clip's sample rate bottom to top (linear), "
              "dB re full scale from -100 (black) to 0 (yellow).</p>"]
     missing: list[str] = []
+    clips = _Clips(out_dir, audio_source, excerpt_s, missing)
     for k, (item_id, why) in enumerate(chosen):
-        try:
-            ref = _as_audio(audio_source(item_id, None, None))
-        except Exception as exc:  # noqa: BLE001 - one unreadable file must not sink the report
-            missing.append(f"{item_id} reference: {exc}")
-            ref = None
-        start_s = 0.0
-        if ref is not None:
-            start_s = _loudest_window(ref[0], ref[1], excerpt_s) / ref[1]
-        meta = data.items[data.items["item_id"] == item_id]
-        domain = meta["domain"].iloc[0] if len(meta) else ""
-        rows = []
-        versions: list[tuple[str, str | None, str | None]] = [("reference", None, None)]
-        versions += [(f"{display_codec(c)}@{o}", c, o) for c, o in ops.items()]
-        for label, codec, op in versions:
-            try:
-                got = ref if codec is None else _as_audio(audio_source(item_id, codec, op))
-            except Exception as exc:  # noqa: BLE001
-                missing.append(f"{item_id} {label}: {exc}")
-                got = None
-            slug = plots.safe_name(f"{k:02d}_{item_id}_{label}")
-            player = '<span class="note">not available</span>'
-            spec = ""
-            rate_note = ""
-            if got is not None:
-                x, sr = got
-                rate_note = f'<br><span class="note">{sr} Hz</span>'
-                wav = out_dir / "audio" / f"{slug}.wav"
-                png = out_dir / "audio" / f"{slug}.png"
-                _write_clip(x, sr, int(round(start_s * sr)), excerpt_s, wav, png)
-                player = f'<audio controls preload="none" src="audio/{_e(wav.name)}"></audio>'
-                spec = f'<img src="audio/{_e(png.name)}" alt="spectrogram {_e(label)}">'
-            elif codec is not None:
-                missing.append(f"{item_id} {label}: no reconstruction found")
-            kbps, scores = "", []
-            if codec is not None:
-                r = res[(res["item_id"] == item_id) & (res["codec"] == codec) & (res["op"] == op)]
-                if len(r):
-                    kbps = fmt(r["measured_kbps"].dropna().iloc[0]) if r["measured_kbps"].notna().any() else ""
-                for m in metrics:
-                    v = r[(r["metric"] == m)]
-                    scores.append(fmt(v["value"].iloc[0]) if len(v) and v["status"].iloc[0] == "ok" else
-                                  ("failed" if len(v) else "n/a"))
-            else:
-                scores = ["" for _ in metrics]
-            rows.append(f'<tr><td>{_e(label)}{rate_note}</td><td>{_e(kbps)}</td>' + "".join(f"<td>{_e(s)}</td>" for s in scores)
-                        + f"<td>{player}</td><td>{spec}</td></tr>")
-        head = ("<tr><th>version</th><th>kbps</th>" + "".join(f"<th>{_e(m)}</th>" for m in metrics)
-                + "<th>listen</th><th>spectrogram</th></tr>")
-        parts.append(f"<h3>{_e(item_id)} <span class=\"note\">({_e(domain)}; {_e(why)}; excerpt from "
-                     f"{start_s:.2f} s)</span></h3><table class=\"listen\">{head}{''.join(rows)}</table>")
+        parts.append(_listening_item(data, clips, ops, k, item_id, why))
     if missing:
         parts.append("<details><summary>Audio not available for "
                      f"{len(missing)} version(s)</summary><ul>" + "".join(f"<li>{_e(m)}</li>" for m in missing)
                      + "</ul></details>")
     return "".join(parts)
+
+
+class _Clips:
+    """Where one listening section's audio comes from and goes to; unavailable versions collect in ``missing``."""
+
+    def __init__(self, out_dir: Path, audio_source: AudioSource, excerpt_s: float, missing: list[str]) -> None:
+        self.out_dir, self.source, self.excerpt_s, self.missing = out_dir, audio_source, excerpt_s, missing
+
+    def fetch(self, item_id: str, label: str, codec: str | None, op: str | None) -> tuple[np.ndarray, int] | None:
+        """One version's audio, or None with the reason noted (one unreadable file must not sink the report)."""
+        try:
+            return _as_audio(self.source(item_id, codec, op))
+        except Exception as exc:  # noqa: BLE001
+            self.missing.append(f"{item_id} {label}: {exc}")
+            return None
+
+    def player(self, got: tuple[np.ndarray, int] | None, slug: str, label: str, start_s: float) -> tuple[str, str, str]:
+        """(player, spectrogram, rate note) cells of one version, writing its clip when there is audio."""
+        if got is None:
+            return '<span class="note">not available</span>', "", ""
+        x, sr = got
+        wav = self.out_dir / "audio" / f"{slug}.wav"
+        png = self.out_dir / "audio" / f"{slug}.png"
+        _write_clip(x, sr, int(round(start_s * sr)), self.excerpt_s, wav, png)
+        return (f'<audio controls preload="none" src="audio/{_e(wav.name)}"></audio>',
+                f'<img src="audio/{_e(png.name)}" alt="spectrogram {_e(label)}">',
+                f'<br><span class="note">{sr} Hz</span>')
+
+
+def _listening_item(data: RunData, clips: _Clips, ops: dict[str, str], k: int, item_id: str, why: str) -> str:
+    """The heading and table of one listening example: the reference, then every codec at its chosen point."""
+    ref = clips.fetch(item_id, "reference", None, None)
+    start_s = 0.0
+    if ref is not None:
+        start_s = _loudest_window(ref[0], ref[1], clips.excerpt_s) / ref[1]
+    meta = data.items[data.items["item_id"] == item_id]
+    domain = meta["domain"].iloc[0] if len(meta) else ""
+    rows = []
+    versions: list[tuple[str, str | None, str | None]] = [("reference", None, None)]
+    versions += [(f"{display_codec(c)}@{o}", c, o) for c, o in ops.items()]
+    for label, codec, op in versions:
+        got = ref if codec is None else clips.fetch(item_id, label, codec, op)
+        player, spec, rate_note = clips.player(got, plots.safe_name(f"{k:02d}_{item_id}_{label}"), label, start_s)
+        if got is None and codec is not None:
+            clips.missing.append(f"{item_id} {label}: no reconstruction found")
+        kbps, scores = _version_scores(data, item_id, codec, op)
+        rows.append(f'<tr><td>{_e(label)}{rate_note}</td><td>{_e(kbps)}</td>' + "".join(f"<td>{_e(s)}</td>" for s in scores)
+                    + f"<td>{player}</td><td>{spec}</td></tr>")
+    head = ("<tr><th>version</th><th>kbps</th>" + "".join(f"<th>{_e(m)}</th>" for m in data.metrics)
+            + "<th>listen</th><th>spectrogram</th></tr>")
+    return (f"<h3>{_e(item_id)} <span class=\"note\">({_e(domain)}; {_e(why)}; excerpt from "
+            f"{start_s:.2f} s)</span></h3><table class=\"listen\">{head}{''.join(rows)}</table>")
+
+
+def _version_scores(data: RunData, item_id: str, codec: str | None, op: str | None) -> tuple[str, list[str]]:
+    """Measured kbps and one score cell per metric for one version of an item (blank for the reference)."""
+    metrics = data.metrics
+    if codec is None:
+        return "", ["" for _ in metrics]
+    res = data.results
+    r = res[(res["item_id"] == item_id) & (res["codec"] == codec) & (res["op"] == op)]
+    kbps = ""
+    if len(r):
+        kbps = fmt(r["measured_kbps"].dropna().iloc[0]) if r["measured_kbps"].notna().any() else ""
+    scores = []
+    for m in metrics:
+        v = r[(r["metric"] == m)]
+        scores.append(fmt(v["value"].iloc[0]) if len(v) and v["status"].iloc[0] == "ok" else
+                      ("failed" if len(v) else "n/a"))
+    return kbps, scores
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -357,13 +318,29 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
     """Write ``out_dir/index.html`` (plots must already be in ``report.plots``; copied in if elsewhere)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    h = report.header()
-    data = report.data
-    sec: list[str] = []
+    sec = [_rd_section(report, out_dir), _bd_section(report), _summary_section(report)]
+    sec.append('<h2 id="paired">Paired comparisons at matched operating points</h2>'
+               + _table(paired_rows(report), verdict_col="verdict"))
+    sec.append('<h2 id="counts">Counts</h2><p class="note">Per metric and operating point: items scored, failed '
+               "(with reasons), not applicable (the metric does not apply to the item), missing (not yet run).</p>"
+               + _table(counts_rows(report)))
+    sec.append('<h2 id="efficiency">Efficiency</h2><p class="note">RTF = processing seconds / audio seconds on the '
+               "run's device (below 1 is faster than real time).</p>" + _table(efficiency_rows(report)))
+    sec.append('<h2 id="listen">Listening examples</h2>'
+               + listening_section(report, out_dir, audio_source, excerpt_s=excerpt_s, target_kbps=target_kbps))
+    manifest = html.escape(json.dumps(report.data.manifest, indent=1, sort_keys=True, default=str))
+    sec.append(f'<h2 id="methods">Methods</h2><p class="note">{_e(report.methods)}</p>'
+               f"<details><summary>Run manifest</summary><pre>{manifest}</pre></details>")
+    path = out_dir / "index.html"
+    path.write_text(_page(report.header(), "".join(sec)), encoding="utf-8")
+    return path
 
-    sec.append('<h2 id="rd">Rate-distortion curves</h2><p class="note">x: measured kbps (hollow markers: nominal); '
-               "y: mean with 95% cluster-bootstrap CI band; one line per codec; dashed black: Pareto frontier "
-               "across codecs; red ring: mean over a different item set than its neighbours.</p>")
+
+def _rd_section(report: Report, out_dir: Path) -> str:
+    """The R-D figures, each copied into ``out_dir/plots`` when it was drawn elsewhere."""
+    sec = ['<h2 id="rd">Rate-distortion curves</h2><p class="note">x: measured kbps (hollow markers: nominal); '
+           "y: mean with 95% cluster-bootstrap CI band; one line per codec; dashed black: Pareto frontier "
+           "across codecs; red ring: mean over a different item set than its neighbours.</p>"]
     for metric, path in sorted(report.plots.items()):
         path = Path(path)
         if not path.resolve().is_relative_to(out_dir.resolve()):
@@ -373,23 +350,31 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
             path = dest
         rel = path.resolve().relative_to(out_dir.resolve()).as_posix()
         sec.append(f'<figure><img src="{_e(rel)}" alt="R-D curve {_e(metric)}"><figcaption class="note">'
-                   f"{_e(metric)} ({_e(data.info(metric).better)} is better)</figcaption></figure>")
+                   f"{_e(metric)} ({_e(report.data.info(metric).better)} is better)</figcaption></figure>")
+    return "".join(sec)
 
-    sec.append('<h2 id="bd">BD-rate and BD-quality</h2><p class="note">Against '
-               f"{_e(display_codec(report.reference) if report.reference else 'no reference')}. Negative BD-rate: "
-               "fewer bits for the same quality. BD-quality: mean metric difference at equal rate (metric units; "
-               "its sign is better or worse according to the metric's direction). A dash means the curves do not "
-               "overlap enough; the note says why.</p>")
+
+def _bd_section(report: Report) -> str:
+    """BD-rate and BD-quality against the reference codec: all items, then per domain folded away."""
+    sec = ['<h2 id="bd">BD-rate and BD-quality</h2><p class="note">Against '
+           f"{_e(display_codec(report.reference) if report.reference else 'no reference')}. Negative BD-rate: "
+           "fewer bits for the same quality. BD-quality: mean metric difference at equal rate (metric units; "
+           "its sign is better or worse according to the metric's direction). A dash means the curves do not "
+           "overlap enough; the note says why.</p>"]
     bd_all = [r for r in bd_rows(report) if r["domain"] == "all"]
     bd_dom = [r for r in bd_rows(report) if r["domain"] != "all"]
     sec.append(_table(bd_all))
     if bd_dom:
         sec.append(f"<details><summary>Per domain ({len(bd_dom)} rows)</summary>{_table(bd_dom)}</details>")
+    return "".join(sec)
 
-    sec.append(f'<h2 id="tables">Summary tables</h2><p class="note">{_e(FOOTNOTES)}</p>')
+
+def _summary_section(report: Report) -> str:
+    """One summary table per metric and (dataset, domain); the per-domain ones folded away."""
+    sec = [f'<h2 id="tables">Summary tables</h2><p class="note">{_e(FOOTNOTES)}</p>']
     s = report.summary
     for metric in sorted(set(s["metric"])):
-        info = data.info(metric)
+        info = report.data.info(metric)
         blocks = s[s["metric"] == metric][["dataset", "domain"]].drop_duplicates().itertuples(index=False)
         per_domain = []
         for dataset, domain in blocks:
@@ -402,24 +387,15 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
                 per_domain.append(f"<h4>{head}</h4>{table}")
         if per_domain:
             sec.append(f"<details><summary>{_e(metric)} per domain</summary>{''.join(per_domain)}</details>")
+    return "".join(sec)
 
-    sec.append('<h2 id="paired">Paired comparisons at matched operating points</h2>'
-               + _table(paired_rows(report), verdict_col="verdict"))
-    sec.append('<h2 id="counts">Counts</h2><p class="note">Per metric and operating point: items scored, failed '
-               "(with reasons), not applicable (the metric does not apply to the item), missing (not yet run).</p>"
-               + _table(counts_rows(report)))
-    sec.append('<h2 id="efficiency">Efficiency</h2><p class="note">RTF = processing seconds / audio seconds on the '
-               "run's device (below 1 is faster than real time).</p>" + _table(efficiency_rows(report)))
-    sec.append('<h2 id="listen">Listening examples</h2>'
-               + listening_section(report, out_dir, audio_source, excerpt_s=excerpt_s, target_kbps=target_kbps))
-    manifest = html.escape(__import__("json").dumps(data.manifest, indent=1, sort_keys=True, default=str))
-    sec.append(f'<h2 id="methods">Methods</h2><p class="note">{_e(report.methods)}</p>'
-               f"<details><summary>Run manifest</summary><pre>{manifest}</pre></details>")
 
+def _page(h: dict[str, Any], body: str) -> str:
+    """The whole document around the sections: title, run line, navigation, inline CSS."""
     title = f"Codec benchmark: {', '.join(h['datasets']) or 'run'}"
     guessed = (f"<p>Direction guessed from the name for: {_e(', '.join(h['direction_guessed']))}</p>"
                if h["direction_guessed"] else "")
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
 <body><header><h1>{_e(title)}</h1>
@@ -428,8 +404,5 @@ codecs: {_e(', '.join(display_codec(c) for c in h['codecs']))} · metrics: {_e('
 <p>Reference codec: {_e(display_codec(h['reference']) if h['reference'] else 'none')}</p>{guessed}</header>
 <nav><a href="#rd">R-D curves</a><a href="#bd">BD-rate</a><a href="#tables">Tables</a><a href="#paired">Paired tests</a>
 <a href="#counts">Counts</a><a href="#efficiency">Efficiency</a><a href="#listen">Listening</a><a href="#methods">Methods</a></nav>
-<main>{''.join(sec)}</main></body></html>
+<main>{body}</main></body></html>
 """
-    path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path

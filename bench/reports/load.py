@@ -15,6 +15,8 @@ _LOWER_IS_BETTER_HINTS = ("distance", "lsd", "wer", "cer", "error", "gdd", "loss
 
 @dataclass
 class MetricInfo:
+    """What a report needs to know of a metric: its direction (and where that came from) and unit."""
+
     name: str
     higher_is_better: bool
     unit: str = ""
@@ -22,6 +24,7 @@ class MetricInfo:
 
     @property
     def better(self) -> str:
+        """``higher`` or ``lower``: which way is better, for captions."""
         return "higher" if self.higher_is_better else "lower"
 
 
@@ -82,11 +85,13 @@ class RunData:
 
     @property
     def metrics(self) -> list[str]:
+        """Every metric the run scored or skipped, sorted."""
         names = set(self.results["metric"].unique()) | set(self.skipped["metric"].unique())
         return sorted(names)
 
     @property
     def codecs(self) -> list[str]:
+        """Every codec selection key with results or coded rows, sorted."""
         names = set(self.results["codec"].unique()) | set(self.coded["codec"].unique())
         return sorted(names)
 
@@ -97,11 +102,13 @@ class RunData:
         return list(rows["op"])
 
     def info(self, metric: str) -> MetricInfo:
+        """The metric's direction and unit (manifest, else registry, else a name guess), looked up once."""
         if metric not in self.metric_infos:
             self.metric_infos[metric] = metric_info(metric, self.manifest)
         return self.metric_infos[metric]
 
     def setting(self, key: str) -> Any:
+        """A run setting from the manifest (top level or under ``settings``), or None."""
         return _find_setting(self.manifest, key)
 
 
@@ -169,6 +176,7 @@ def load_run(run_dir: str | Path, run_id: str | None = None) -> RunData:
 
 
 def finite(x: Any) -> bool:
+    """Whether ``x`` is a finite number (False for None, text and NaN alike)."""
     try:
         return math.isfinite(float(x))
     except (TypeError, ValueError):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 #: the output formats ``bench report --format`` chooses among
 FORMATS = ("html", "md", "csv", "json")
@@ -13,7 +14,8 @@ FORMATS = ("html", "md", "csv", "json")
 
 def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, reference: str | None = None,
                 formats: list[str] | tuple[str, ...] = FORMATS, run_id: str | None = None,
-                n_boot: int = 2000, alpha: float = 0.05, seed: int = 0, audio_source=None,
+                n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
+                audio_source: Callable[[str, str | None, str | None], Any] | None = None,
                 with_audio: bool = True, listen_kbps: float | None = None, excerpt_s: float = 5.0) -> dict[str, Path]:
     """Programmatic entry point; returns the written files by kind."""
     from bench.reports import html as html_mod

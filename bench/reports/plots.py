@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,8 @@ from bench.reports import rd
 from bench.reports.load import display_codec
 
 
-def _pyplot():
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, with mathtext off (labels are user strings)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -43,7 +45,7 @@ def safe_name(text: str) -> str:
 KBPS_TICKS = (0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536)
 
 
-def _log_kbps_axis(ax, lo: float, hi: float) -> None:
+def _log_kbps_axis(ax: Any, lo: float, hi: float) -> None:
     """Log-scaled kbps axis with plain-number ticks at the usual codec bitrates."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
@@ -74,7 +76,8 @@ def anchor_codecs(cs: dict[str, rd.Curve]) -> list[str]:
     return [c for c in single if cs[c].points[0].measured_kbps > ANCHOR_RATE_FACTOR * top]
 
 
-def _panels(summary_df, metric: str) -> list[tuple[str, str]]:
+def _panels(summary_df: Any, metric: str) -> list[tuple[str, str]]:
+    """The (dataset, domain) panels of a metric's figure: per dataset, all items first, then each domain."""
     block = summary_df[summary_df["metric"] == metric]
     out = []
     for dataset in sorted(set(block["dataset"])):
@@ -84,7 +87,7 @@ def _panels(summary_df, metric: str) -> list[tuple[str, str]]:
     return out
 
 
-def plot_rd(summary_df, metric: str, out_path: str | Path, *, unit: str = "",
+def plot_rd(summary_df: Any, metric: str, out_path: str | Path, *, unit: str = "",
             higher_is_better: bool = True, pareto: bool = True) -> Path:
     """Draw the R-D curves of one metric: a panel per (dataset, domain).
 
@@ -92,8 +95,6 @@ def plot_rd(summary_df, metric: str, out_path: str | Path, *, unit: str = "",
     with its 95% bootstrap CI as a band, one line per codec, the Pareto frontier dashed in black.
     Points whose mean is over a different item set than their neighbours get a ring.
     """
-    from bench.reports.tables import curves
-
     plt = _pyplot()
     panels = _panels(summary_df, metric)
     n = max(1, len(panels))
@@ -103,64 +104,12 @@ def plot_rd(summary_df, metric: str, out_path: str | Path, *, unit: str = "",
     flat = list(axes.reshape(-1))
     for ax in flat[n:]:
         ax.set_visible(False)
-    ringed = False
     codecs = sorted(set(summary_df[summary_df["metric"] == metric]["codec"]))
     cmap = plt.get_cmap("tab10" if len(codecs) <= 10 else "tab20")
-    colors = {c: cmap(i % cmap.N) for i, c in enumerate(codecs)}
+    panel = _Panel(summary_df, metric, {c: cmap(i % cmap.N) for i, c in enumerate(codecs)}, unit=unit,
+                   higher_is_better=higher_is_better, pareto=pareto)
     for ax, (dataset, domain) in zip(flat, panels):
-        cs = curves(summary_df, dataset, domain, metric)
-        anchors = anchor_codecs(cs)
-        off_scale = []
-        for codec in anchors:
-            p = cs.pop(codec).points[0]
-            off_scale.append(f"{display_codec(codec)}@{p.op}: {p.mean:.3g} at {p.measured_kbps:.0f} kbps")
-        block = summary_df[(summary_df["metric"] == metric) & (summary_df["dataset"] == dataset)
-                           & (summary_df["domain"] == domain)]
-        all_points: list[rd.RDPoint] = []
-        for codec, cur in cs.items():
-            if not cur.points:
-                continue
-            col = colors[codec]
-            x = cur.rates
-            y = cur.qualities
-            lo = np.array([p.ci_lo for p in cur.points])
-            hi = np.array([p.ci_hi for p in cur.points])
-            ax.plot(x, y, "-o", color=col, ms=4, lw=1.6, label=display_codec(codec), zorder=3)
-            band = np.isfinite(lo) & np.isfinite(hi)
-            if band.sum() >= 2:
-                ax.fill_between(x[band], lo[band], hi[band], color=col, alpha=0.18, lw=0, zorder=2)
-            elif band.any():
-                ax.errorbar(x[band], y[band], yerr=[y[band] - lo[band], hi[band] - y[band]], fmt="none",
-                            ecolor=col, alpha=0.6, capsize=3, zorder=2)
-            nominal = np.array([p.nominal_kbps for p in cur.points])
-            fin = np.isfinite(nominal) & (nominal > 0)
-            ax.scatter(nominal[fin], y[fin], marker="o", facecolors="none", edgecolors=col, s=28,
-                       linewidths=0.9, alpha=0.7, zorder=3)
-            for xm, xn, yy in zip(x[fin], nominal[fin], y[fin]):
-                ax.plot([xn, xm], [yy, yy], color=col, lw=0.6, alpha=0.5, zorder=2)
-            marked = block[(block["codec"] == codec) & (~block["same_items"].astype(bool))]
-            for r in marked.itertuples():
-                ax.scatter([r.measured_kbps], [r.mean], s=110, facecolors="none", edgecolors="red", linewidths=1.2,
-                           zorder=4, label=None if ringed else "different item set")
-                ringed = True
-            all_points += cur.points
-        if pareto and len(cs) > 1:
-            front = rd.pareto_frontier(all_points, higher_is_better)
-            if len(front) >= 2:
-                ax.plot([p.measured_kbps for p in front], [p.mean for p in front], color="black", ls="--",
-                        lw=1.0, alpha=0.7, label="Pareto frontier", zorder=5)
-        rates = [p.measured_kbps for p in all_points if math.isfinite(p.measured_kbps) and p.measured_kbps > 0]
-        if rates and max(rates) / min(rates) > 4:
-            _log_kbps_axis(ax, min(rates), max(rates))
-        title = domain if domain != "all" else "all items"
-        ax.set_title(f"{dataset}: {title}" if dataset else title, fontsize=10)
-        xlabel = "measured kbps (hollow: nominal)"
-        if off_scale:
-            xlabel += "\noff scale: " + "; ".join(off_scale)
-        ax.set_xlabel(xlabel)
-        arrow = "↑ better" if higher_is_better else "↓ better"
-        ax.set_ylabel(f"{metric}" + (f" [{unit}]" if unit else "") + f"  ({arrow})")
-        ax.grid(True, which="both", alpha=0.25)
+        panel.draw(ax, dataset, domain)
     merged: dict[str, object] = {}
     for ax in flat[:n]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -174,6 +123,79 @@ def plot_rd(summary_df, metric: str, out_path: str | Path, *, unit: str = "",
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+class _Panel:
+    """Draws the panels of one metric's R-D figure; remembers whether the ring's legend label was given."""
+
+    def __init__(self, summary_df: Any, metric: str, colors: dict[str, Any], *, unit: str,
+                 higher_is_better: bool, pareto: bool) -> None:
+        self.summary_df, self.metric, self.colors, self.unit = summary_df, metric, colors, unit
+        self.higher_is_better, self.pareto = higher_is_better, pareto
+        self.ringed = False  # the first ring of the figure carries the legend label
+
+    def draw(self, ax: Any, dataset: str, domain: str) -> None:
+        """One (dataset, domain) panel: every codec's curve, the frontier, the axes and labels."""
+        from bench.reports.tables import curves
+
+        s = self.summary_df
+        cs = curves(s, dataset, domain, self.metric)
+        off_scale = []
+        for codec in anchor_codecs(cs):
+            p = cs.pop(codec).points[0]
+            off_scale.append(f"{display_codec(codec)}@{p.op}: {p.mean:.3g} at {p.measured_kbps:.0f} kbps")
+        block = s[(s["metric"] == self.metric) & (s["dataset"] == dataset) & (s["domain"] == domain)]
+        all_points: list[rd.RDPoint] = []
+        for codec, cur in cs.items():
+            if cur.points:
+                self._curve(ax, cur, block[(block["codec"] == codec) & (~block["same_items"].astype(bool))])
+                all_points += cur.points
+        if self.pareto and len(cs) > 1:
+            front = rd.pareto_frontier(all_points, self.higher_is_better)
+            if len(front) >= 2:
+                ax.plot([p.measured_kbps for p in front], [p.mean for p in front], color="black", ls="--",
+                        lw=1.0, alpha=0.7, label="Pareto frontier", zorder=5)
+        self._axes(ax, dataset, domain, all_points, off_scale)
+
+    def _curve(self, ax: Any, cur: rd.Curve, marked: Any) -> None:
+        """One codec: line with CI band (or bars), hollow nominal markers, rings on ``marked`` rows."""
+        col = self.colors[cur.codec]
+        x = cur.rates
+        y = cur.qualities
+        lo = np.array([p.ci_lo for p in cur.points])
+        hi = np.array([p.ci_hi for p in cur.points])
+        ax.plot(x, y, "-o", color=col, ms=4, lw=1.6, label=display_codec(cur.codec), zorder=3)
+        band = np.isfinite(lo) & np.isfinite(hi)
+        if band.sum() >= 2:
+            ax.fill_between(x[band], lo[band], hi[band], color=col, alpha=0.18, lw=0, zorder=2)
+        elif band.any():
+            ax.errorbar(x[band], y[band], yerr=[y[band] - lo[band], hi[band] - y[band]], fmt="none",
+                        ecolor=col, alpha=0.6, capsize=3, zorder=2)
+        nominal = np.array([p.nominal_kbps for p in cur.points])
+        fin = np.isfinite(nominal) & (nominal > 0)
+        ax.scatter(nominal[fin], y[fin], marker="o", facecolors="none", edgecolors=col, s=28,
+                   linewidths=0.9, alpha=0.7, zorder=3)
+        for xm, xn, yy in zip(x[fin], nominal[fin], y[fin]):
+            ax.plot([xn, xm], [yy, yy], color=col, lw=0.6, alpha=0.5, zorder=2)
+        for r in marked.itertuples():
+            ax.scatter([r.measured_kbps], [r.mean], s=110, facecolors="none", edgecolors="red", linewidths=1.2,
+                       zorder=4, label=None if self.ringed else "different item set")
+            self.ringed = True
+
+    def _axes(self, ax: Any, dataset: str, domain: str, points: list[rd.RDPoint], off_scale: list[str]) -> None:
+        """Log kbps axis when the rates span more than 4x, title, labels (with off-scale anchors), grid."""
+        rates = [p.measured_kbps for p in points if math.isfinite(p.measured_kbps) and p.measured_kbps > 0]
+        if rates and max(rates) / min(rates) > 4:
+            _log_kbps_axis(ax, min(rates), max(rates))
+        title = domain if domain != "all" else "all items"
+        ax.set_title(f"{dataset}: {title}" if dataset else title, fontsize=10)
+        xlabel = "measured kbps (hollow: nominal)"
+        if off_scale:
+            xlabel += "\noff scale: " + "; ".join(off_scale)
+        ax.set_xlabel(xlabel)
+        arrow = "↑ better" if self.higher_is_better else "↓ better"
+        ax.set_ylabel(f"{self.metric}" + (f" [{self.unit}]" if self.unit else "") + f"  ({arrow})")
+        ax.grid(True, which="both", alpha=0.25)
 
 
 def spectrogram_db(x: np.ndarray, sample_rate_hz: int, n_fft: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

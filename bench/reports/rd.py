@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 MIN_OVERLAP = 0.25  # share of the narrower curve's span that the overlap must cover
 
 
 @dataclass
 class RDPoint:
+    """One operating point on an R-D plane: its rates (kbps), the mean quality and its CI, the items behind it."""
+
     codec: str
     op: str
     nominal_kbps: float
@@ -43,20 +46,25 @@ class Curve:
     points: list[RDPoint] = field(default_factory=list)
 
     def sorted(self) -> "Curve":
+        """A copy with only plottable points (finite rate and mean), by increasing measured rate."""
         pts = [p for p in self.points if math.isfinite(p.measured_kbps) and math.isfinite(p.mean)]
         return Curve(self.codec, sorted(pts, key=lambda p: p.measured_kbps))
 
     @property
     def rates(self) -> np.ndarray:
+        """Measured kbps of the points, in order (the x of the curve)."""
         return np.array([p.measured_kbps for p in self.points], dtype=np.float64)
 
     @property
     def qualities(self) -> np.ndarray:
+        """Mean quality of the points, in order (the y of the curve)."""
         return np.array([p.mean for p in self.points], dtype=np.float64)
 
 
 @dataclass
 class BDResult:
+    """A Bjontegaard delta with the overlap it was integrated over, and why it is NaN or approximate."""
+
     value: float  # percent for BD-rate, metric units for BD-quality; NaN when not computable
     overlap_lo: float = math.nan
     overlap_hi: float = math.nan
@@ -65,14 +73,16 @@ class BDResult:
 
     @property
     def ok(self) -> bool:
+        """Whether a number could be computed (False: see ``note``)."""
         return math.isfinite(self.value)
 
     def as_dict(self) -> dict[str, float | str]:
+        """Plain fields for JSON and tables."""
         return {"value": self.value, "overlap_lo": self.overlap_lo, "overlap_hi": self.overlap_hi,
                 "overlap_fraction": self.overlap_fraction, "note": self.note}
 
 
-def _prepare(x: Sequence[float], y: Sequence[float], name: str) -> tuple[np.ndarray, np.ndarray, str]:
+def _prepare(x: ArrayLike, y: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray, str]:
     """Sort by x, drop non-finite points, require >= 2 distinct x. Returns (x, y, problem)."""
     xa = np.asarray(x, dtype=np.float64)
     ya = np.asarray(y, dtype=np.float64)
@@ -108,6 +118,7 @@ def _mean_gap(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray,
 
 
 def _monotone_note(rates: np.ndarray, quality: np.ndarray, name: str) -> str:
+    """A warning when quality does not rise (or fall) strictly with rate: the delta is then approximate."""
     order = np.argsort(rates)
     q = quality[order]
     d = np.diff(q)
@@ -116,8 +127,7 @@ def _monotone_note(rates: np.ndarray, quality: np.ndarray, name: str) -> str:
     return f"{name}: quality is not monotonic in rate; the Bjontegaard delta is approximate"
 
 
-def bd_rate(ref_rates: Sequence[float], ref_quality: Sequence[float],
-            test_rates: Sequence[float], test_quality: Sequence[float], *,
+def bd_rate(ref_rates: ArrayLike, ref_quality: ArrayLike, test_rates: ArrayLike, test_quality: ArrayLike, *,
             min_overlap: float = MIN_OVERLAP) -> BDResult:
     """BD-rate of the test curve against the reference curve, in percent (negative = fewer bits).
 
@@ -140,8 +150,7 @@ def bd_rate(ref_rates: Sequence[float], ref_quality: Sequence[float],
     return res
 
 
-def bd_quality(ref_rates: Sequence[float], ref_quality: Sequence[float],
-               test_rates: Sequence[float], test_quality: Sequence[float], *,
+def bd_quality(ref_rates: ArrayLike, ref_quality: ArrayLike, test_rates: ArrayLike, test_quality: ArrayLike, *,
                min_overlap: float = MIN_OVERLAP) -> BDResult:
     """BD-quality: mean (test - reference) quality at equal log-rate, in the metric's unit.
 

@@ -31,6 +31,8 @@ FOOTNOTES = ("† mean over a different set of items than most rows of its table
 
 @dataclass
 class Report:
+    """Every table of one report, computed once and written in each format."""
+
     data: RunData
     reference: str | None
     summary: Any
@@ -44,9 +46,11 @@ class Report:
 
     @property
     def methods(self) -> str:
+        """The methods paragraph with this report's bootstrap size, match ratio and alpha."""
         return METHODS_TEXT.format(n_boot=self.n_boot, ratio=tables.MATCH_RATIO, alpha=self.alpha)
 
     def header(self) -> dict[str, Any]:
+        """What the top of every format shows: run, datasets, splits, codecs, metrics, reference."""
         d = self.data
         datasets = sorted(set(d.items["dataset"]))
         splits = sorted(set(d.items["split"].dropna())) if "split" in d.items else []
@@ -61,6 +65,7 @@ class Report:
 
 def build(data: RunData, *, reference: str | None = None, n_boot: int = stats.DEFAULT_N_BOOT,
           alpha: float = 0.05, seed: int = 0) -> Report:
+    """Compute every table of a report (summary first: BD and paired tests are built on it)."""
     ref = tables.resolve_reference(data, reference)
     summary = tables.summary(data, n_boot=n_boot, seed=seed)
     return Report(
@@ -74,6 +79,7 @@ def build(data: RunData, *, reference: str | None = None, n_boot: int = stats.DE
 
 
 def write_plots(report: Report, out_dir: Path) -> dict[str, Path]:
+    """Draw one R-D figure per metric into ``out_dir/plots`` and record them in ``report.plots``."""
     for metric in sorted(set(report.summary["metric"])):
         info = report.data.info(metric)
         path = out_dir / "plots" / f"rd_{plots.safe_name(metric)}.png"
@@ -83,6 +89,7 @@ def write_plots(report: Report, out_dir: Path) -> dict[str, Path]:
 
 
 def write_csv(report: Report, out_dir: Path) -> list[Path]:
+    """Write each table as ``<name>.csv`` (full precision, for other tools)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in ("summary", "bd", "paired", "counts", "efficiency"):
@@ -93,7 +100,8 @@ def write_csv(report: Report, out_dir: Path) -> list[Path]:
     return written
 
 
-def _records(frame) -> list[dict[str, Any]]:
+def _records(frame: Any) -> list[dict[str, Any]]:
+    """A DataFrame as JSON-ready records: NaN becomes null, numpy scalars plain numbers."""
     out = []
     for rec in frame.to_dict(orient="records"):
         clean = {}
@@ -108,6 +116,7 @@ def _records(frame) -> list[dict[str, Any]]:
 
 
 def write_json(report: Report, out_dir: Path) -> Path:
+    """Write ``report.json``: the header, methods, every table and the plot paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": "bench-report", "version": 1, **report.header(), "methods": report.methods,
@@ -203,6 +212,7 @@ def _md_table(rows: list[dict[str, str]]) -> str:
 
 
 def bd_rows(report: Report) -> list[dict[str, str]]:
+    """Display rows of the BD table (shared by markdown and HTML)."""
     rows = []
     for r in report.bd.itertuples() if len(report.bd) else []:
         rows.append({"dataset": r.dataset, "domain": r.domain, "metric": r.metric, "codec": r.label,
@@ -213,6 +223,7 @@ def bd_rows(report: Report) -> list[dict[str, str]]:
 
 
 def paired_rows(report: Report) -> list[dict[str, str]]:
+    """Display rows of the paired comparisons (shared by markdown and HTML)."""
     rows = []
     for r in report.paired.itertuples() if len(report.paired) else []:
         rows.append({"metric": r.metric, "codec": f"{r.label}@{r.op}", "kbps": fmt(r.kbps),
@@ -223,6 +234,7 @@ def paired_rows(report: Report) -> list[dict[str, str]]:
 
 
 def counts_rows(report: Report) -> list[dict[str, str]]:
+    """Display rows of the counts table, failure and not-applicable reasons joined (shared by markdown and HTML)."""
     rows = []
     for r in report.counts.itertuples() if len(report.counts) else []:
         rows.append({"metric": r.metric, "codec": f"{r.label}@{r.op}", "scored": str(r.scored),
@@ -232,6 +244,7 @@ def counts_rows(report: Report) -> list[dict[str, str]]:
 
 
 def efficiency_rows(report: Report) -> list[dict[str, str]]:
+    """Display rows of the efficiency table (shared by markdown and HTML)."""
     rows = []
     for r in report.efficiency.itertuples() if len(report.efficiency) else []:
         params = "" if r.parameters is None or (isinstance(r.parameters, float) and not math.isfinite(r.parameters)) else f"{int(r.parameters):,}"

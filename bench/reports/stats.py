@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 DEFAULT_N_BOOT = 2000
 
@@ -33,6 +34,7 @@ class MeanCI:
     n_clusters: int
 
     def as_dict(self) -> dict[str, float | int]:
+        """The fields under the summary table's column names."""
         return {"mean": self.mean, "ci_lo": self.lo, "ci_hi": self.hi,
                 "n_items": self.n_items, "n_clusters": self.n_clusters}
 
@@ -49,14 +51,14 @@ def _cluster_sums(values: np.ndarray, clusters: Sequence[str] | None) -> tuple[n
     return sums, counts
 
 
-def _clean(values: Sequence[float], clusters: Sequence[str] | None) -> tuple[np.ndarray, list[str] | None]:
+def _clean(values: ArrayLike, clusters: Sequence[str] | None) -> tuple[np.ndarray, list[str] | None]:
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     keep = np.isfinite(v)
     c = None if clusters is None else [str(x) for x, k in zip(clusters, keep) if k]
     return v[keep], c
 
 
-def bootstrap_means(values: Sequence[float], clusters: Sequence[str] | None = None, *,
+def bootstrap_means(values: ArrayLike, clusters: Sequence[str] | None = None, *,
                     n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> np.ndarray:
     """``n_boot`` cluster-bootstrap replicates of the mean (NaN values are dropped first)."""
     v, c = _clean(values, clusters)
@@ -68,7 +70,7 @@ def bootstrap_means(values: Sequence[float], clusters: Sequence[str] | None = No
     return sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
 
 
-def bootstrap_ci(values: Sequence[float], clusters: Sequence[str] | None = None, *,
+def bootstrap_ci(values: ArrayLike, clusters: Sequence[str] | None = None, *,
                  confidence: float = 0.95, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> MeanCI:
     """Mean and two-sided percentile cluster-bootstrap CI. NaN values are ignored.
 
@@ -88,7 +90,7 @@ def bootstrap_ci(values: Sequence[float], clusters: Sequence[str] | None = None,
     return MeanCI(mean, float(lo), float(hi), int(v.size), n_clusters)
 
 
-def cluster_means(values: Sequence[float], clusters: Sequence[str] | None) -> np.ndarray:
+def cluster_means(values: ArrayLike, clusters: Sequence[str] | None) -> np.ndarray:
     """Mean value per cluster (finite values only): the unit of a cluster-level paired test."""
     v, c = _clean(values, clusters)
     if v.size == 0:
@@ -100,7 +102,7 @@ def cluster_means(values: Sequence[float], clusters: Sequence[str] | None) -> np
 EXACT_MAX_N = 50
 
 
-def signed_rank_p(d: Sequence[float]) -> float:
+def signed_rank_p(d: ArrayLike) -> float:
     """Two-sided Wilcoxon signed-rank p-value (zeros dropped, mid-ranks for ties).
 
     Exact null distribution by dynamic programming over the (doubled, hence integer) ranks for
@@ -137,7 +139,7 @@ def signed_rank_p(d: Sequence[float]) -> float:
     return float(min(1.0, 2.0 * stats.norm.sf(abs(z))))
 
 
-def wilcoxon_p(differences: Sequence[float], clusters: Sequence[str] | None = None) -> float:
+def wilcoxon_p(differences: ArrayLike, clusters: Sequence[str] | None = None) -> float:
     """Two-sided Wilcoxon signed-rank p-value of paired differences, at the cluster level.
 
     All-zero differences give p = 1 (no evidence of any difference).
@@ -145,7 +147,7 @@ def wilcoxon_p(differences: Sequence[float], clusters: Sequence[str] | None = No
     return signed_rank_p(cluster_means(differences, clusters))
 
 
-def paired_bootstrap_p(differences: Sequence[float], clusters: Sequence[str] | None = None, *,
+def paired_bootstrap_p(differences: ArrayLike, clusters: Sequence[str] | None = None, *,
                        n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> float:
     """Two-sided paired cluster-bootstrap p-value for H0: mean difference = 0.
 
@@ -161,7 +163,7 @@ def paired_bootstrap_p(differences: Sequence[float], clusters: Sequence[str] | N
     return float((extreme + 1) / (n_boot + 1))
 
 
-def holm(pvalues: Sequence[float]) -> list[float]:
+def holm(pvalues: ArrayLike) -> list[float]:
     """Holm step-down adjusted p-values (same order as given; NaN stays NaN and is not counted)."""
     p = np.asarray(pvalues, dtype=np.float64)
     out = np.full(p.shape, np.nan)
@@ -178,7 +180,7 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out.tolist()
 
 
-def one_sided_bound(differences: Sequence[float], clusters: Sequence[str] | None = None, *,
+def one_sided_bound(differences: ArrayLike, clusters: Sequence[str] | None = None, *,
                     confidence: float = 0.95, side: str = "lower", n_boot: int = DEFAULT_N_BOOT,
                     seed: int = 0) -> float:
     """One-sided percentile cluster-bootstrap bound on the mean difference.

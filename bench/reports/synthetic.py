@@ -13,7 +13,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,6 +35,8 @@ METRIC_SPECS = {
 
 @dataclass
 class SynthItem:
+    """A synthetic item with the fields the store records for a dataset item (duck-typed ``Item``)."""
+
     id: str
     path: str
     domain: str
@@ -70,6 +72,7 @@ def _signal(rng: np.random.Generator, domain: str, seconds: float) -> np.ndarray
 
 def make_items(audio_dir: Path, *, n_speakers: int = 6, per_speaker: int = 2, n_tracks: int = 3,
                per_track: int = 2, n_general: int = 4, seconds: float = 2.0, seed: int = 0) -> list[SynthItem]:
+    """Write short test signals to ``audio_dir``: speakers' utterances, music track segments, general sounds."""
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
@@ -111,25 +114,23 @@ def make_run(run_dir: str | Path, *, codecs: dict[str, tuple[dict[str, float], f
     Item-level effects (per speaker/track offsets, item noise) depend only on ``seed``, so two runs
     with the same seed differ only where ``degrade`` says.
     """
-    import soundfile as sf
-
     from bench.store import Store
 
     run_dir = Path(run_dir)
     codecs = codecs or DEFAULT_CODECS
-    degrade = degrade or {}
     items = items if items is not None else make_items(run_dir / "synth_audio", seed=seed)
     run_id = run_id or run_dir.resolve().name
     rng = np.random.default_rng(seed + 1)
     clusters = sorted({it.speaker or it.track or it.id for it in items})
     cluster_effect = {c: float(rng.normal(0, 2.0)) for c in clusters}
     item_noise = {it.id: float(rng.normal(0, noise_db)) for it in items}
+    truth = _Truth(cluster_effect, item_noise, degrade or {}, with_failures,
+                   run_dir / "synth_recon" if write_recon else None)
     manifest = {
         "settings": {"codecs": ",".join(f"{c}@{o}" for c, (ops, _, _) in codecs.items() for o in ops),
                      "dataset": "synth", "split": "test", "root": None, "metrics": ",".join(METRIC_SPECS)},
         "metrics": METRIC_SPECS, "synthetic": True, "seed": seed,
     }
-    recon_dir = run_dir / "synth_recon"
     with Store(run_dir / "results.sqlite") as store:
         store.put_run(run_id, manifest)
         store.put_items(run_id, items)
@@ -138,43 +139,76 @@ def make_run(run_dir: str | Path, *, codecs: dict[str, tuple[dict[str, float], f
                 "parameters": 2_500_000 if ":" in codec else None, "device": "cpu",
                 "peak_memory_mb": 310.0 if ":" in codec else 95.0, "checkpoint_hash": "ab12cd34ef56" if ":" in codec else "none"})
             for op, nominal in ops.items():
-                results, skipped = [], []
+                results: list[dict[str, Any]] = []
+                skipped: list[dict[str, Any]] = []
                 for it in items:
-                    measured = nominal * ratio * (1 + 0.02 * math.sin(_stable(it.id) % 7))
-                    dur = it.duration_s or 2.0
-                    key = f"{codec}|{op}|{it.id}"
-                    store.put_coded(run_id, {
-                        "item_id": it.id, "codec": codec, "op": op, "nominal_kbps": nominal,
-                        "measured_kbps": measured, "n_bytes": int(round(measured * 1000 * dur / 8)),
-                        "encode_s": dur * (0.02 if ":" not in codec else 0.3), "decode_s": dur * (0.01 if ":" not in codec else 0.2),
-                        "audio_s": dur, "status": "ok", "error": None, "cache_key": key})
-                    c = it.speaker or it.track or it.id
-                    q = quality(measured, offset - degrade.get(codec, 0.0), cluster_effect[c], item_noise[it.id])
-                    if write_recon:
-                        x, sr = sf.read(it.path, dtype="float32")
-                        noise_gain = 10 ** (-q / 20)
-                        nrng = np.random.default_rng(_stable(key))
-                        y = x + noise_gain * np.std(x) * nrng.standard_normal(x.size).astype(np.float32)
-                        path = recon_dir / f"{_stable(key)}.wav"
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        sf.write(str(path), np.clip(y, -1, 1), sr, subtype="PCM_16")
-                    base = {"item_id": it.id, "codec": codec, "op": op, "nominal_kbps": nominal, "measured_kbps": measured}
-                    fail = with_failures and codec.startswith("toy") and op == "1" and it.id == "sound0"
-                    results.append(dict(base, metric="si_sdr", value=math.nan if fail else q,
-                                        status="failed" if fail else "ok",
-                                        error="decoder produced silence" if fail else None))
-                    results.append(dict(base, metric="mel_distance", value=max(0.05, 3.0 - 0.12 * q), status="ok"))
-                    if it.domain == "speech":
-                        mos = 1.0 + 3.5 / (1 + math.exp(-(q - 12) / 5))
-                        results.append(dict(base, metric="pesq_wb", value=mos, status="ok"))
-                    else:
-                        skipped.append(dict(base, metric="pesq_wb", reason=f"pesq_wb applies to speech only, item is {it.domain}"))
+                    store.put_coded(run_id, truth.coded_row(it, codec, op, truth.measured(it, nominal, ratio), nominal))
+                    truth.add_scores(it, codec, op, nominal, offset, ratio, results, skipped)
                 store.put_results(run_id, results)
                 store.put_skipped(run_id, skipped)
     return run_dir
 
 
-def audio_source(run_dir: str | Path):
+@dataclass
+class _Truth:
+    """The ground truth of a synthetic run: effects per cluster and item, degradations, planted failures."""
+
+    cluster_effect: dict[str, float]
+    item_noise: dict[str, float]
+    degrade: dict[str, float]
+    with_failures: bool
+    recon_dir: Path | None  # where reconstructions are written; None writes none
+
+    @staticmethod
+    def measured(it: SynthItem, nominal: float, ratio: float) -> float:
+        """The item's measured kbps: nominal times the codec's ratio, wobbling by up to 2 % per item."""
+        return nominal * ratio * (1 + 0.02 * math.sin(_stable(it.id) % 7))
+
+    @staticmethod
+    def coded_row(it: SynthItem, codec: str, op: str, measured: float, nominal: float) -> dict[str, Any]:
+        """The coded row of one pair: bytes from the measured rate, neural codecs slower than classic ones."""
+        dur = it.duration_s or 2.0
+        return {
+            "item_id": it.id, "codec": codec, "op": op, "nominal_kbps": nominal,
+            "measured_kbps": measured, "n_bytes": int(round(measured * 1000 * dur / 8)),
+            "encode_s": dur * (0.02 if ":" not in codec else 0.3), "decode_s": dur * (0.01 if ":" not in codec else 0.2),
+            "audio_s": dur, "status": "ok", "error": None, "cache_key": f"{codec}|{op}|{it.id}"}
+
+    def add_scores(self, it: SynthItem, codec: str, op: str, nominal: float, offset: float, ratio: float,
+                   results: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> None:
+        """Append one pair's metric rows (and writes its reconstruction): quality from the log-rate law."""
+        measured = self.measured(it, nominal, ratio)
+        c = it.speaker or it.track or it.id
+        q = quality(measured, offset - self.degrade.get(codec, 0.0), self.cluster_effect[c], self.item_noise[it.id])
+        if self.recon_dir is not None:
+            self.write_recon(it, f"{codec}|{op}|{it.id}", q)
+        base = {"item_id": it.id, "codec": codec, "op": op, "nominal_kbps": nominal, "measured_kbps": measured}
+        fail = self.with_failures and codec.startswith("toy") and op == "1" and it.id == "sound0"
+        results.append(dict(base, metric="si_sdr", value=math.nan if fail else q,
+                            status="failed" if fail else "ok",
+                            error="decoder produced silence" if fail else None))
+        results.append(dict(base, metric="mel_distance", value=max(0.05, 3.0 - 0.12 * q), status="ok"))
+        if it.domain == "speech":
+            mos = 1.0 + 3.5 / (1 + math.exp(-(q - 12) / 5))
+            results.append(dict(base, metric="pesq_wb", value=mos, status="ok"))
+        else:
+            skipped.append(dict(base, metric="pesq_wb", reason=f"pesq_wb applies to speech only, item is {it.domain}"))
+
+    def write_recon(self, it: SynthItem, key: str, q: float) -> None:
+        """A reconstruction: the item plus white noise at the quality's SNR (seeded by the pair's key)."""
+        import soundfile as sf
+
+        assert self.recon_dir is not None
+        x, sr = sf.read(it.path, dtype="float32")
+        noise_gain = 10 ** (-q / 20)
+        nrng = np.random.default_rng(_stable(key))
+        y = x + noise_gain * np.std(x) * nrng.standard_normal(x.size).astype(np.float32)
+        path = self.recon_dir / f"{_stable(key)}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), np.clip(y, -1, 1), sr, subtype="PCM_16")
+
+
+def audio_source(run_dir: str | Path) -> Callable[[str, str | None, str | None], Path | None]:
     """An audio source for :func:`bench.reports.html.write_html` over a synthetic run."""
     import soundfile as sf  # noqa: F401 - fail early if missing
 
@@ -185,7 +219,7 @@ def audio_source(run_dir: str | Path):
     for it in data.items.itertuples():
         paths[it.item_id] = Path(run_dir) / "synth_audio" / f"{it.item_id}.wav"
 
-    def source(item_id: str, codec: str | None, op: str | None):
+    def source(item_id: str, codec: str | None, op: str | None) -> Path | None:
         if codec is None:
             return paths.get(item_id)
         key = f"{codec}|{op}|{item_id}"

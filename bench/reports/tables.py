@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from bench.reports import rd, stats
 from bench.reports.load import RunData, display_codec
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 ALL = "all"
 MATCH_RATIO = 1.25  # operating points within this factor of measured kbps count as "matched"
 
 
-def _subset(frame, dataset: str, domain: str):
+def _subset(frame: pd.DataFrame, dataset: str, domain: str) -> pd.DataFrame:
+    """The rows of one dataset, and of one domain unless ``domain`` is ``all``."""
     sub = frame[frame["dataset"] == dataset]
     return sub if domain == ALL else sub[sub["domain"] == domain]
 
@@ -47,7 +51,7 @@ def measured_rate(data: RunData, codec: str, op: str, item_ids: set[str] | None 
     return float(np.nanmean(m)) if np.isfinite(m).any() else math.nan
 
 
-def summary(data: RunData, *, n_boot: int = stats.DEFAULT_N_BOOT, seed: int = 0):
+def summary(data: RunData, *, n_boot: int = stats.DEFAULT_N_BOOT, seed: int = 0) -> pd.DataFrame:
     """One row per (dataset, domain, metric, codec, op): rates, mean, 95% cluster-bootstrap CI, counts.
 
     ``same_items`` is False where the mean is over a different item set than most rows of the same
@@ -97,7 +101,7 @@ def summary(data: RunData, *, n_boot: int = stats.DEFAULT_N_BOOT, seed: int = 0)
     return pd.DataFrame(rows, columns=cols)
 
 
-def curves(summary_df, dataset: str, domain: str, metric: str) -> dict[str, rd.Curve]:
+def curves(summary_df: pd.DataFrame, dataset: str, domain: str, metric: str) -> dict[str, rd.Curve]:
     """R-D curves (one per codec) for one block of the summary."""
     block = summary_df[(summary_df["dataset"] == dataset) & (summary_df["domain"] == domain)
                        & (summary_df["metric"] == metric)]
@@ -135,11 +139,11 @@ def resolve_reference(data: RunData, reference: str | None) -> str | None:
     raise UserError(f"--reference {reference!r} is not a codec of this run.{did_you_mean(reference, codecs)}")
 
 
-def bd_table(data: RunData, summary_df, reference: str | None):
+def bd_table(data: RunData, summary_df: pd.DataFrame, reference: str | None) -> pd.DataFrame:
     """BD-rate (%) and BD-quality of every codec against ``reference``, per dataset, domain, metric."""
     import pandas as pd
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     if reference is None:
         return pd.DataFrame(rows)
     for (dataset, domain, metric), _ in summary_df.groupby(["dataset", "domain", "metric"], sort=True):
@@ -173,8 +177,8 @@ def bd_table(data: RunData, summary_df, reference: str | None):
     return pd.DataFrame(rows)
 
 
-def paired_table(data: RunData, summary_df, reference: str | None, *, alpha: float = 0.05,
-                 match_ratio: float = MATCH_RATIO):
+def paired_table(data: RunData, summary_df: pd.DataFrame, reference: str | None, *, alpha: float = 0.05,
+                 match_ratio: float = MATCH_RATIO) -> pd.DataFrame:
     """Per-item paired comparisons of each codec against the reference at matched operating points.
 
     For every (codec, op) the reference op with the nearest measured kbps (within ``match_ratio``)
@@ -229,12 +233,13 @@ def paired_table(data: RunData, summary_df, reference: str | None, *, alpha: flo
     return pd.DataFrame(rows)
 
 
-def _reasons(texts, limit: int = 3) -> str:
+def _reasons(texts: Iterable[Any], limit: int = 3) -> str:
+    """The most common reasons with their counts, each cut to 120 characters (blank ones named as such)."""
     c = Counter(str(t) if isinstance(t, str) and t else "(no reason recorded)" for t in texts)
     return "; ".join(f"{reason[:120]} (x{n})" for reason, n in c.most_common(limit))
 
 
-def counts_table(data: RunData):
+def counts_table(data: RunData) -> pd.DataFrame:
     """Per metric and (codec, op): items scored, failed (with reasons), not applicable, missing."""
     import pandas as pd
 
@@ -290,7 +295,7 @@ def _short_hash(h: Any) -> str:
     return text
 
 
-def efficiency_table(data: RunData):
+def efficiency_table(data: RunData) -> pd.DataFrame:
     """Per (codec, op): parameters, device, peak memory and encode/decode real-time factors.
 
     Real-time factor = processing seconds / audio seconds (below 1 is faster than real time),
