@@ -266,3 +266,37 @@ def test_train_data_and_resume_mistakes(case, tmp_path, capsys):
     code, err = _call(argv, capsys)
     needle = {"no_audio": "no audio files", "missing_folder": "not found", "resume_without_state": "--resume"}[case]
     _assert_one_line_error(code, err, needle)
+
+
+# --- --plugin: before or after the subcommand, on every command ------------------------------------
+
+PLUGIN_CASES = [
+    (["--plugin", "", "ls", "codecs"], "--plugin"),
+    (["ls", "codecs", "--plugin", " "], "--plugin"),
+    (["ls", "codecs", "--plugin"], "--plugin"),
+    (["--plugin", "{missing}.py", "ls", "codecs"], "no such file"),
+    (["ls", "metrics", "--plugin", "{tmp}"], "is a folder"),
+    (["--plugin", "{file}", "ls", "datasets"], "not a .py file"),
+    (["data", "ls", "--plugin", "no_such_bench_plugin_zz"], "no_such_bench_plugin_zz"),
+    (["report", "{tmp}", "--plugin", "no_such_bench_plugin_zz"], "no_such_bench_plugin_zz"),
+    (["gate", "--plugin", "{missing}.py", "--baseline", "{file}", "--candidate", "{tmp}"], "no such file"),
+    (["train", "--plugin", "no_such_bench_plugin_zz", "dac", "--config", "tiny", "--data", "{tmp}", "--steps", "1",
+      "--out", "{tmp}/t"], "no_such_bench_plugin_zz"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", PLUGIN_CASES, ids=[" ".join(c[0]) for c in PLUGIN_CASES])
+def test_plugin_mistakes(argv, needle, paths, monkeypatch, capsys):
+    monkeypatch.delenv("BENCH_PLUGINS", raising=False)
+    code, err = _call([a.format(**paths) for a in argv], capsys)
+    _assert_one_line_error(code, err, needle)
+
+
+def test_run_with_a_broken_plugin_does_no_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("BENCH_PLUGINS", raising=False)
+    plugin = tmp_path / "broken_plugin.py"
+    plugin.write_text("raise ImportError('needs mylab_codecs >= 2')\n")
+    code, err = _call(RUN_OK + ["--out", str(tmp_path / "run"), "--plugin", str(plugin)], capsys)
+    _assert_one_line_error(code, err, "needs mylab_codecs >= 2")
+    assert "broken_plugin.py" in err
+    assert not (tmp_path / "run").exists()  # refused before any work

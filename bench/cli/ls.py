@@ -1,14 +1,25 @@
-"""``bench ls codecs|metrics|datasets``: what is registered, with the facts a user picks by."""
+"""``bench ls codecs|metrics|datasets``: what is registered, with the facts a user picks by.
+
+Entries that a plugin registered (``--plugin``, ``$BENCH_PLUGINS`` or an installed entry point;
+loaded by ``bench.cli.main`` before this runs) end with ``[plugin NAME]``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from bench.registry import CODECS, DATASETS, METRICS
+from bench.registry import CODECS, DATASETS, METRICS, Registry
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``bench ls`` takes the registry to list."""
     p.add_argument("what", choices=["codecs", "metrics", "datasets"], help="which registry to list")
+
+
+def _from(registry: Registry, name: str) -> str:
+    """'  [plugin NAME]' for an entry a plugin registered, '' for bench's own."""
+    origin = registry.origin(name)
+    return f"  [plugin {origin}]" if origin else ""
 
 
 def _ls_codecs() -> None:
@@ -17,10 +28,10 @@ def _ls_codecs() -> None:
         try:
             spec = factory().spec
         except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not hide the rest
-            print(f"{name:<12} unavailable: {exc}")
+            print(f"{name:<12} unavailable: {exc}{_from(CODECS, name)}")
             continue
         ops = ", ".join(f"{p.name} ({p.nominal_kbps:g})" for p in spec.operating_points)
-        print(f"{name:<12} {spec.sample_rate_hz:>7} {spec.channels:>3}  {ops}")
+        print(f"{name:<12} {spec.sample_rate_hz:>7} {spec.channels:>3}  {ops}{_from(CODECS, name)}")
 
 
 def _ls_metrics() -> None:
@@ -28,15 +39,16 @@ def _ls_metrics() -> None:
     for name, spec in METRICS.items():
         better = "higher" if spec.higher_is_better else "lower"
         rate = spec.sample_rate_hz or "any"
-        print(f"{name:<16} {better:<7} {rate:>6} {spec.unit:<8} {','.join(spec.domains)}")
+        print(f"{name:<16} {better:<7} {rate:>6} {spec.unit:<8} {','.join(spec.domains)}{_from(METRICS, name)}")
 
 
 def _ls_datasets() -> None:
     print(f"{'dataset':<10} {'default split':<16} splits")
     for name, ds in DATASETS.items():
-        print(f"{name:<10} {ds.default_split:<16} {', '.join(ds.splits)}")
+        print(f"{name:<10} {ds.default_split:<16} {', '.join(ds.splits)}{_from(DATASETS, name)}")
 
 
 def main(args: argparse.Namespace) -> int:
+    """Print the chosen registry, one line per entry."""
     {"codecs": _ls_codecs, "metrics": _ls_metrics, "datasets": _ls_datasets}[args.what]()
     return 0
