@@ -58,6 +58,7 @@ class CodecSpec:
     sweep: list[str] | None = None
 
     def op(self, name: str) -> OperatingPoint:
+        """The operating point called ``name``; an unknown name raises with a "did you mean"."""
         for point in self.operating_points:
             if point.name == name:
                 return point
@@ -84,6 +85,8 @@ class Encoded:
 
 @dataclass(frozen=True)
 class BitstreamHeader:
+    """The fields every bitstream starts with (see :func:`pack_header`): enough to rebuild an :class:`Encoded`."""
+
     codec: str
     operating_point: str
     sample_rate_hz: int
@@ -253,6 +256,7 @@ class Codec(ABC):
         """Inverse of ``pack_payload``."""
 
     def to_bytes(self, encoded: Encoded) -> bytes:
+        """The real bitstream: versioned header plus :meth:`pack_payload`; its length gives the measured kbps."""
         header = BitstreamHeader(
             encoded.codec, encoded.operating_point, encoded.sample_rate_hz,
             encoded.num_channels, encoded.num_samples, encoded.batch_size,
@@ -260,6 +264,7 @@ class Codec(ABC):
         return pack_header(header) + self.pack_payload(encoded)
 
     def from_bytes(self, data: bytes) -> Encoded:
+        """Inverse of :meth:`to_bytes`; a bitstream of another codec or a bad header raises BitstreamError."""
         header, body = unpack_header(data)
         if header.codec != self.name:
             raise BitstreamError(f"bitstream is for codec {header.codec!r}, not {self.name!r}")
@@ -283,12 +288,14 @@ class Codec(ABC):
         return memo[1]
 
     def resolve_op(self, operating_point: OperatingPoint | str) -> OperatingPoint:
+        """The operating point itself, or the spec's point of that name."""
         if isinstance(operating_point, OperatingPoint):
             return operating_point
         return self.spec.op(str(operating_point))
 
     @staticmethod
     def check_wav(wav: torch.Tensor, channels: int | None = None) -> torch.Tensor:
+        """Return ``wav`` unchanged if it is finite ``[B, C, T]`` (with ``channels`` channels if given); else raise."""
         if wav.dim() != 3:
             raise ValueError(f"expected audio of shape [B, C, T], got {tuple(wav.shape)}")
         if channels is not None and wav.shape[1] != channels:
@@ -299,6 +306,7 @@ class Codec(ABC):
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file read in ``chunk``-byte blocks (the runner hashes input audio with it)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -327,6 +335,7 @@ class Selection:
 
     @property
     def label(self) -> str:
+        """``key@op``, how reports and logs name this selection."""
         return f"{self.key}@{self.op.name}"
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ import torch
 from bench.codecs._checkpointed import CheckpointCodec
 from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
 from bench.models.bitpack import pack_codes, packed_size, unpack_codes
+
+if TYPE_CHECKING:
+    from bench.models.dac_model import DAC, DACConfig
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "dac_small.safetensors"
@@ -33,18 +36,22 @@ class DACCodec(CheckpointCodec):
     """DAC from a bench checkpoint; operating points = number of codebooks."""
 
     name = "dac"
+    model: DAC | None  # the network, once loaded
 
     @property
     def default_checkpoint(self) -> Path:
+        """The shipped ``small`` model, used when no checkpoint is given."""
         return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
 
-    def config_from_dict(self, config: dict):
+    def config_from_dict(self, config: dict[str, Any]) -> DACConfig:
+        """The :class:`~bench.models.dac_model.DACConfig` recorded in the card."""
         from bench.models.dac_model import DACConfig
 
         return DACConfig.from_dict(config)
 
     @property
     def spec(self) -> CodecSpec:
+        """One CBR operating point per codebook count 1..N, from the card (no weights read)."""
         cfg = self.config
         card = self.card
         ops = [OperatingPoint(str(n), round(cfg.kbps(n), 4), {"n_codebooks": n})
@@ -67,14 +74,17 @@ class DACCodec(CheckpointCodec):
 
     @property
     def checkpoint_hash(self) -> str:
+        """The SHA-256 of the weights file, as recorded (and verified on load) in the card."""
         return self.card.get("weights_sha256", "none")
 
     def num_parameters(self) -> int | None:
+        """Parameters of the loaded network, else the count the card records."""
         if self.model is not None:
             return sum(p.numel() for p in self.model.parameters())
         return self.card.get("num_parameters")
 
     def _load(self) -> None:
+        """Read and verify the checkpoint, build the network in eval mode on ``self.device``."""
         from bench.models.checkpoint import load_checkpoint, load_module
         from bench.models.dac_model import DAC
 
@@ -84,6 +94,7 @@ class DACCodec(CheckpointCodec):
         self.model = model.eval().to(self.device)
 
     def load(self, device: str | torch.device = "cpu") -> "DACCodec":
+        """Load once; a later call with another device moves the network there."""
         super().load(device)
         if self.model is not None:
             self.model.to(self.device)
@@ -91,31 +102,42 @@ class DACCodec(CheckpointCodec):
 
     # --- coding ----------------------------------------------------------------------------
     def _n_codebooks(self, op: OperatingPoint) -> int:
+        """Codebooks an operating point sends."""
         return int(op.params.get("n_codebooks", op.name))
 
-    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
-        op = self.resolve_op(operating_point)
-        wav = self.check_wav(wav, 1)
+    def _network(self) -> DAC:
+        """The network, loaded on first use."""
         if not self._loaded:
             self.load(self.device)
-        full = self.memoized("full", wav, lambda: self.model.encode(wav.to(self.device, torch.float32),
-                                                                    self.config.n_codebooks))
+        if self.model is None:
+            raise RuntimeError("dac: load() left no network")
+        return self.model
+
+    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        """Codes ``[B, n, frames]`` (int64) of mono ``wav [B, 1, T]``: full depth once, then the first n."""
+        op = self.resolve_op(operating_point)
+        wav = self.check_wav(wav, 1)
+        model = self._network()
+        full = self.memoized("full", wav, lambda: model.encode(wav.to(self.device, torch.float32),
+                                                               self.config.n_codebooks))
         codes = full[:, : self._n_codebooks(op)]
         return Encoded(self.name, op.name, self.config.sample_rate_hz, 1, int(wav.shape[-1]), int(wav.shape[0]),
                        codes.cpu())
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
-        if not self._loaded:
-            self.load(self.device)
+        """Audio ``[B, 1, num_samples]`` (float32, CPU) from the codes payload."""
+        model = self._network()
         codes = torch.as_tensor(encoded.payload, dtype=torch.long)
-        audio = self.model.decode(codes.to(self.device), encoded.num_samples)
+        audio = model.decode(codes.to(self.device), encoded.num_samples)
         return audio.float().cpu()
 
     # --- bitstream -------------------------------------------------------------------------
     def _frames(self, num_samples: int) -> int:
+        """Code frames for ``num_samples``: ceil(num_samples / hop), at least 1."""
         return max(1, math.ceil(num_samples / self.config.hop_length))
 
     def pack_payload(self, encoded: Encoded) -> bytes:
+        """The codes at log2(K) bits each, MSB first, C order; a shape that does not fit the header raises."""
         codes = np.asarray(torch.as_tensor(encoded.payload).cpu().numpy(), dtype=np.int64)
         n = self._n_codebooks(self.resolve_op(encoded.operating_point))
         expected = (encoded.batch_size, n, self._frames(encoded.num_samples))
@@ -123,7 +145,8 @@ class DACCodec(CheckpointCodec):
             raise ValueError(f"dac codes have shape {codes.shape}, expected {expected}")
         return pack_codes(codes, self.config.bits_per_code)
 
-    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> Any:
+    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> torch.Tensor:
+        """Codes ``[B, n, frames]`` (int64) from the body; n from the header's operating point."""
         try:
             op = self.resolve_op(header.operating_point)
         except KeyError as exc:

@@ -45,6 +45,7 @@ class Mp3Codec(PyAVCodec):
 
     @property
     def spec(self) -> CodecSpec:
+        """24 kHz mono, one CBR operating point per bitrate in :data:`BITRATES_KBPS`."""
         return CodecSpec(
             name=self.name,
             sample_rate_hz=SAMPLE_RATE_HZ,
@@ -58,10 +59,12 @@ class Mp3Codec(PyAVCodec):
         )
 
     def encoder_settings(self, op: OperatingPoint) -> tuple[int, dict[str, str]]:
+        """LAME CBR at the nominal bitrate (bit/s) with the bit reservoir on."""
         # no global_quality -> FFmpeg's libmp3lame wrapper runs LAME in CBR at bit_rate
         return int(round(op.nominal_kbps * 1000)), {"reservoir": "1"}
 
     def delay_samples(self, extradata: bytes) -> int:
+        """The fixed 1105-sample encoder plus decoder delay (the stream's extradata is not needed)."""
         return LAME_ENCODER_DELAY + MP3_DECODER_DELAY
 
 

@@ -74,6 +74,7 @@ class OpusCodec(PyAVCodec):
 
     @property
     def spec(self) -> CodecSpec:
+        """48 kHz mono, one hard-CBR operating point per bitrate in :data:`BITRATES_KBPS`."""
         return CodecSpec(
             name=self.name,
             sample_rate_hz=SAMPLE_RATE_HZ,
@@ -91,6 +92,7 @@ class OpusCodec(PyAVCodec):
         )
 
     def encoder_settings(self, op: OperatingPoint) -> tuple[int, dict[str, str]]:
+        """libopus bit rate net of the length prefixes, and its options: audio mode, hard CBR, 20 ms, no DTX."""
         return encoder_bitrate_bps(op.nominal_kbps), {
             "application": "audio",
             "vbr": "off",
@@ -100,6 +102,7 @@ class OpusCodec(PyAVCodec):
         }
 
     def delay_samples(self, extradata: bytes) -> int:
+        """The encoder's pre-skip from its ``OpusHead`` (refined per stream by the delay search)."""
         return opus_head_pre_skip(extradata)
 
 

@@ -26,6 +26,7 @@ class Pcm16Codec(Codec):
 
     @property
     def spec(self) -> CodecSpec:
+        """44.1 kHz mono with a single lossless 16-bit operating point (705.6 kbps)."""
         return CodecSpec(
             name=self.name,
             sample_rate_hz=SAMPLE_RATE_HZ,
@@ -42,9 +43,11 @@ class Pcm16Codec(Codec):
 
     @property
     def checkpoint_hash(self) -> str:
+        """A fixed format tag: there are no weights or backend versions."""
         return "pcm16-le-v1"
 
     def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        """Quantise ``[B, C, T]`` to int16 (round to nearest, clipped); the payload is that ``<i2`` array."""
         op = self.resolve_op(operating_point)
         wav = self.check_wav(wav)
         x = wav.detach().to("cpu", torch.float64).numpy()
@@ -53,6 +56,7 @@ class Pcm16Codec(Codec):
         return Encoded(self.name, op.name, SAMPLE_RATE_HZ, c, t, b, ints)
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
+        """Float32 ``[B, C, T]`` from the int16 payload (divided by 32768)."""
         ints = np.asarray(encoded.payload)
         expected = (encoded.batch_size, encoded.num_channels, encoded.num_samples)
         if ints.shape != expected:
@@ -60,9 +64,11 @@ class Pcm16Codec(Codec):
         return torch.from_numpy(ints.astype(np.float32) / FULL_SCALE).to(self.device)
 
     def pack_payload(self, encoded: Encoded) -> bytes:
+        """The samples as little-endian int16, batch-major then channel-major."""
         return np.ascontiguousarray(encoded.payload, dtype="<i2").tobytes()
 
     def unpack_payload(self, body: bytes, header: BitstreamHeader) -> np.ndarray:
+        """The int16 array ``[B, C, T]`` back from the body; a wrong rate or length raises BitstreamError."""
         if header.sample_rate_hz != SAMPLE_RATE_HZ:
             raise BitstreamError(f"pcm16: header says {header.sample_rate_hz} Hz, this codec runs at {SAMPLE_RATE_HZ} Hz")
         self.spec.op(header.operating_point)

@@ -31,12 +31,16 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, Encoded, OperatingPoint
+
+if TYPE_CHECKING:
+    from av.audio.codeccontext import AudioCodecContext
+    from av.audio.frame import AudioFrame
 
 # --- varints (unsigned LEB128) ---------------------------------------------------------------
 
@@ -94,6 +98,7 @@ class PacketStream:
 
     @property
     def num_bytes(self) -> int:
+        """Total size of the packets, without any framing."""
         return sum(len(p) for p in self.packets)
 
 
@@ -148,7 +153,7 @@ def backend_version(lib_fragment: str, version_function: str) -> str:
 # --- sample conversion ----------------------------------------------------------------------
 
 
-def frame_to_float(frame: Any, channels: int) -> np.ndarray:
+def frame_to_float(frame: AudioFrame, channels: int) -> np.ndarray:
     """A decoded PyAV AudioFrame as float32 ``[C, n]`` in [-1, 1], whatever its sample format."""
     arr = frame.to_ndarray()
     if frame.format.is_planar:
@@ -163,7 +168,7 @@ def frame_to_float(frame: Any, channels: int) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def _float_to_frame(chunk: np.ndarray, sample_format: str, layout: str, sample_rate_hz: int, pts: int) -> Any:
+def _float_to_frame(chunk: np.ndarray, sample_format: str, layout: str, sample_rate_hz: int, pts: int) -> AudioFrame:
     """float32 ``[C, n]`` -> AudioFrame in ``sample_format`` ("flt"/"fltp")."""
     import av
 
@@ -181,6 +186,7 @@ def _float_to_frame(chunk: np.ndarray, sample_format: str, layout: str, sample_r
 
 
 def _layout(channels: int) -> str:
+    """FFmpeg's channel layout name for 1 or 2 channels."""
     if channels == 1:
         return "mono"
     if channels == 2:
@@ -189,6 +195,17 @@ def _layout(channels: int) -> str:
 
 
 # --- encode / decode one stream ---------------------------------------------------------------
+
+
+def _audio_context(codec_name: str, mode: Literal["r", "w"]) -> AudioCodecContext:
+    """A fresh FFmpeg codec context for ``codec_name`` (``"w"``: encoder, ``"r"``: decoder); audio codecs only."""
+    import av
+    from av.audio.codeccontext import AudioCodecContext
+
+    ctx = av.CodecContext.create(codec_name, mode)
+    if not isinstance(ctx, AudioCodecContext):
+        raise ValueError(f"{codec_name!r} is not an FFmpeg audio codec")
+    return ctx
 
 
 def encode_stream(
@@ -204,10 +221,8 @@ def encode_stream(
     Input is fed in whole frames (the last one zero padded, and at least one frame even for a
     1-sample clip); flushing the encoder then emits the frames that cover its lookahead.
     """
-    import av
-
     channels = samples.shape[0]
-    ctx = av.CodecContext.create(encoder_name, "w")
+    ctx = _audio_context(encoder_name, "w")
     ctx.sample_rate = sample_rate_hz
     ctx.layout = _layout(channels)
     ctx.format = sample_format
@@ -243,7 +258,7 @@ def decode_packets(
     """Decode packets with a fresh decoder into float32 ``[C, N]``. FFmpeg errors become BitstreamError."""
     import av
 
-    ctx = av.CodecContext.create(decoder_name, "r")
+    ctx = _audio_context(decoder_name, "r")
     ctx.sample_rate = sample_rate_hz
     ctx.layout = _layout(channels)
     if options:
@@ -337,10 +352,12 @@ class PyAVCodec(Codec):
     # --- Codec interface ----------------------------------------------------------------
     @property
     def checkpoint_hash(self) -> str:
+        """The backend library's own version string plus PyAV's and libavcodec's (see :func:`backend_version`)."""
         lib, fn = self.backend_library
         return backend_version(lib, fn)
 
     def _load(self) -> None:
+        """Check that this PyAV build has the encoder and decoder; there is nothing else to load."""
         import av
 
         available = av.codecs_available
@@ -352,6 +369,7 @@ class PyAVCodec(Codec):
             )
 
     def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        """One fresh encoder per batch item; the payload is a ``list[PacketStream]`` with each item's delay."""
         op = self.resolve_op(operating_point)
         spec = self.spec
         wav = self.check_wav(wav, spec.channels)
@@ -373,6 +391,7 @@ class PyAVCodec(Codec):
         return Encoded(self.name, op.name, spec.sample_rate_hz, wav.shape[1], wav.shape[2], wav.shape[0], streams)
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
+        """Decode each stream, drop its delay and cut to ``num_samples``: ``[B, C, num_samples]`` float32."""
         spec = self.spec
         if encoded.sample_rate_hz != spec.sample_rate_hz:
             raise BitstreamError(
@@ -393,6 +412,7 @@ class PyAVCodec(Codec):
         return torch.from_numpy(np.stack(out)).to(self.device)
 
     def pack_payload(self, encoded: Encoded) -> bytes:
+        """Per item: varint delay, varint packet count, then length-prefixed packets (or one blob if self-delimiting)."""
         body = bytearray()
         for stream in encoded.payload:
             body += varint_bytes(stream.delay_samples)
@@ -408,6 +428,7 @@ class PyAVCodec(Codec):
         return bytes(body)
 
     def unpack_payload(self, body: bytes, header: BitstreamHeader) -> list[PacketStream]:
+        """Inverse of :meth:`pack_payload`; truncation, trailing bytes or a bad header raise BitstreamError."""
         spec = self.spec
         if header.sample_rate_hz != spec.sample_rate_hz:
             raise BitstreamError(
@@ -445,7 +466,7 @@ class PyAVCodec(Codec):
         """Split a self-delimiting stream into frames with FFmpeg's parser; every byte must land in a frame."""
         import av
 
-        ctx = av.CodecContext.create(self.decoder_name, "r")
+        ctx = _audio_context(self.decoder_name, "r")
         try:
             packets = [bytes(p) for p in ctx.parse(raw)] + [bytes(p) for p in ctx.parse(None)]
         except av.FFmpegError as exc:

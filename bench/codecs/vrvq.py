@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from bench.codecs._checkpointed import CheckpointCodec
 from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
+
+if TYPE_CHECKING:
+    from bench.models.vrvq_model import VRVQ, VRVQConfig
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "vrvq_small.safetensors"
@@ -46,7 +49,7 @@ DEFAULT_LEVELS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 def pack_fields(sections: list[tuple[np.ndarray, int]]) -> bytes:
     """Concatenate sections of unsigned integers, each at its own bit width, MSB first; pad the last byte."""
-    parts = []
+    parts: list[np.ndarray] = []
     for values, bits in sections:
         flat = np.asarray(values, dtype=np.int64).reshape(-1)
         if bits == 0 or flat.size == 0:
@@ -72,6 +75,7 @@ def read_field(bit_array: np.ndarray, start_bit: int, count: int, bits: int) -> 
 
 
 def level_name(level: float) -> str:
+    """Operating-point name of a VBR level: ``L`` plus the shortest exact form (``L0.25``, ``L2``)."""
     return f"L{level:g}"
 
 
@@ -79,17 +83,21 @@ class VRVQCodec(CheckpointCodec):
     """VRVQ from a bench checkpoint; VBR levels and CBR codebook counts as operating points."""
 
     name = "vrvq"
+    model: VRVQ | None  # the network, once loaded
 
     @property
     def default_checkpoint(self) -> Path:
+        """The shipped ``small`` model, used when no checkpoint is given."""
         return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
 
-    def config_from_dict(self, config: dict):
+    def config_from_dict(self, config: dict[str, Any]) -> VRVQConfig:
+        """The :class:`~bench.models.vrvq_model.VRVQConfig` recorded in the card."""
         from bench.models.vrvq_model import VRVQConfig
 
         return VRVQConfig.from_dict(config)
 
-    def _validated_levels(self) -> dict[str, dict]:
+    def _validated_levels(self) -> dict[str, dict[str, Any]]:
+        """Per-level validation results in the card (``{"L1": {"kbps": ...}, ...}``); empty if none."""
         return dict(self.card.get("validation", {}).get("vbr_levels", {}))
 
     def vbr_nominal_kbps(self, level: float) -> float:
@@ -102,6 +110,7 @@ class VRVQCodec(CheckpointCodec):
         return round(cfg.backbone.frame_rate_hz * bits / 1000.0, 4)
 
     def levels(self) -> list[float]:
+        """VBR levels offered: those validated in the card, else :data:`DEFAULT_LEVELS`."""
         names = self._validated_levels()
         if names:
             return sorted(float(n[1:]) for n in names)
@@ -109,6 +118,7 @@ class VRVQCodec(CheckpointCodec):
 
     @property
     def spec(self) -> CodecSpec:
+        """VBR levels then CBR depths 1..N_q, from the card (no weights read)."""
         cfg = self.config
         bb = cfg.backbone
         card = self.card
@@ -136,14 +146,17 @@ class VRVQCodec(CheckpointCodec):
 
     @property
     def checkpoint_hash(self) -> str:
+        """The SHA-256 of the weights file, as recorded (and verified on load) in the card."""
         return self.card.get("weights_sha256", "none")
 
     def num_parameters(self) -> int | None:
+        """Parameters of the loaded network, else the count the card records."""
         if self.model is not None:
             return sum(p.numel() for p in self.model.parameters())
         return self.card.get("num_parameters")
 
     def _load(self) -> None:
+        """Read and verify the checkpoint, build the network in eval mode on ``self.device``."""
         from bench.models.checkpoint import load_checkpoint, load_module
         from bench.models.vrvq_model import VRVQ
 
@@ -153,39 +166,51 @@ class VRVQCodec(CheckpointCodec):
         self.model = model.eval().to(self.device)
 
     def load(self, device: str | torch.device = "cpu") -> "VRVQCodec":
+        """Load once; a later call with another device moves the network there."""
         super().load(device)
         if self.model is not None:
             self.model.to(self.device)
         return self
 
     # --- coding ----------------------------------------------------------------------------------------
-    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
-        """Payload ``{"codes": [B, n, frames], "counts": [B, frames]}`` (int64; codes past a frame's
-        count are 0 and never transmitted; in CBR n = k and every count is k)."""
-        op = self.resolve_op(operating_point)
-        wav = self.check_wav(wav, 1)
+    def _network(self) -> VRVQ:
+        """The network, loaded on first use."""
         if not self._loaded:
             self.load(self.device)
+        if self.model is None:
+            raise RuntimeError("vrvq: load() left no network")
+        return self.model
+
+    def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        """Payload ``{"codes": [B, n, frames], "counts": [B, frames]}`` (int64) of mono ``wav [B, 1, T]``.
+
+        Codes past a frame's count are 0 and never transmitted; in CBR n = k and every count is k.
+        """
+        op = self.resolve_op(operating_point)
+        wav = self.check_wav(wav, 1)
+        model = self._network()
         x = wav.to(self.device, torch.float32)
         if op.kind == "vbr":
-            codes, counts = self.model.encode_frames(x, level=float(op.params["level"]))
+            codes, counts = model.encode_frames(x, level=float(op.params["level"]))
         else:
-            codes, counts = self.model.encode_frames(x, n_codebooks=int(op.params["n_codebooks"]))
+            codes, counts = model.encode_frames(x, n_codebooks=int(op.params["n_codebooks"]))
         return Encoded(self.name, op.name, self.config.backbone.sample_rate_hz, 1, int(wav.shape[-1]),
                        int(wav.shape[0]), {"codes": codes.cpu(), "counts": counts.cpu()})
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
-        if not self._loaded:
-            self.load(self.device)
+        """Audio ``[B, 1, num_samples]`` (float32, CPU) from the codes and per-frame counts."""
+        model = self._network()
         codes = torch.as_tensor(encoded.payload["codes"], dtype=torch.long).to(self.device)
         counts = torch.as_tensor(encoded.payload["counts"], dtype=torch.long).to(self.device)
-        return self.model.decode_frames(codes, counts, encoded.num_samples).float().cpu()
+        return model.decode_frames(codes, counts, encoded.num_samples).float().cpu()
 
     # --- bitstream ---------------------------------------------------------------------------------------
     def _frames(self, num_samples: int) -> int:
+        """Code frames for ``num_samples``: ceil(num_samples / hop), at least 1."""
         return max(1, math.ceil(num_samples / self.config.backbone.hop_length))
 
     def pack_payload(self, encoded: Encoded) -> bytes:
+        """CBR: every code. VBR: the per-frame counts, then only the active codes (see the module docstring)."""
         op = self.resolve_op(encoded.operating_point)
         cfg = self.config
         bits = cfg.backbone.bits_per_code
@@ -208,7 +233,8 @@ class VRVQCodec(CheckpointCodec):
         active_codes = codes.transpose(0, 2, 1)[active]  # frame by frame, codebooks in order
         return pack_fields([(counts - 1, cfg.count_bits), (active_codes, bits)])
 
-    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> Any:
+    def unpack_payload(self, body: bytes, header: BitstreamHeader) -> dict[str, torch.Tensor]:
+        """``{"codes": [B, n, frames], "counts": [B, frames]}`` (int64) back from the body."""
         try:
             op = self.resolve_op(header.operating_point)
         except KeyError as exc:

@@ -12,6 +12,7 @@ import numpy as np
 
 
 def packed_size(count: int, bits: int) -> int:
+    """Bytes taken by ``count`` codes of ``bits`` bits each, the last byte zero-padded."""
     return math.ceil(count * bits / 8)
 
 

@@ -33,6 +33,7 @@ class CheckpointError(UserError, ValueError):
 
 
 def card_path(weights_path: str | Path) -> Path:
+    """The JSON card beside a weights file: same name, ``.json`` suffix."""
     return Path(weights_path).with_suffix(".json")
 
 
@@ -47,6 +48,7 @@ def weights_path(path: str | Path) -> Path:
 
 
 def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (the card records it to detect modified weights)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
@@ -188,7 +190,7 @@ def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefi
 
 
 # ---- optimiser/scheduler state for --resume ---------------------------------------------------
-def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimiser state dict into tensors (for safetensors) and JSON-able metadata."""
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -203,7 +205,8 @@ def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[di
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor],
-                      meta: dict) -> None:
+                      meta: dict[str, Any]) -> None:
+    """Inverse of :func:`optimizer_tensors`: rebuild the state dict from tensors and metadata and load it."""
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if not name.startswith(prefix + "."):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 CDTYPE = torch.complex64
+Size2d = int | tuple[int, int]  # a kernel size, stride, padding or dilation: one int for both axes, or (F, T)
 
 
 def _to_stacked(x: torch.Tensor) -> torch.Tensor:
@@ -36,6 +37,7 @@ def _to_stacked(x: torch.Tensor) -> torch.Tensor:
 
 
 def _from_stacked(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_to_stacked`: real [B, 2C, F, T] -> complex [B, C, F, T]."""
     b, c2 = y.shape[:2]
     return torch.view_as_complex(y.reshape(b, c2 // 2, 2, *y.shape[2:]).movedim(2, -1).contiguous())
 
@@ -71,8 +73,8 @@ def _complex_init_(weight: torch.Tensor, fan_in: int) -> None:
 class ComplexConv2d(nn.Module):
     """2-D convolution with complex weights (``torch.nn.functional.conv2d`` on complex64)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0,
-                 dilation=1, bias: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size2d = 3, stride: Size2d = 1,
+                 padding: Size2d = 0, dilation: Size2d = 1, bias: bool = True) -> None:
         super().__init__()
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.stride, self.padding, self.dilation = stride, padding, dilation
@@ -81,6 +83,7 @@ class ComplexConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels, dtype=CDTYPE)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve complex ``[B, in_channels, F, T] -> [B, out_channels, F', T']`` (complex64)."""
         # Same result as F.conv2d on complex64, about 4x faster on CPU (one real convolution with
         # the 2x2 block weight instead of PyTorch's three convolutions plus elementwise work).
         bias = None if self.bias is None else torch.view_as_real(self.bias).reshape(-1)
@@ -91,8 +94,8 @@ class ComplexConv2d(nn.Module):
 class ComplexConvTranspose2d(nn.Module):
     """Transposed 2-D convolution with complex weights, the decoder's upsampling layer."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, padding=0,
-                 bias: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Size2d, stride: Size2d,
+                 padding: Size2d = 0, bias: bool = True) -> None:
         super().__init__()
         ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.stride, self.padding = stride, padding
@@ -103,6 +106,7 @@ class ComplexConvTranspose2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels, dtype=CDTYPE)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Upsample complex ``[B, in_channels, F, T] -> [B, out_channels, F', T']`` (F', T' grown by the stride)."""
         bias = None if self.bias is None else torch.view_as_real(self.bias).reshape(-1)
         y = F.conv_transpose2d(_to_stacked(x), _block_weight(self.weight, transposed=True), bias,
                                self.stride, self.padding)
@@ -122,6 +126,7 @@ class ModReLU(nn.Module):
         self.eps = eps
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Rectify the modulus of complex ``z [B, C, ...]`` per channel, keep its phase; same shape out."""
         v = torch.view_as_real(z)  # arithmetic on the (Re, Im) view is faster than complex abs/mul on CPU
         modulus = (v * v).sum(-1).clamp_min(self.eps * self.eps).sqrt()
         shape = (1, -1) + (1,) * (z.dim() - 2)
@@ -140,6 +145,9 @@ class ComplexWhitening2d(nn.Module):
     The determinant is clamped to ``min_det`` so near-singular channels cannot produce NaN.
     """
 
+    running_mean: torch.Tensor  # [2, C] buffer: running (Re, Im) means
+    running_cov: torch.Tensor  # [3, C] buffer: running (Vrr, Vri, Vii)
+
     def __init__(self, channels: int, momentum: float = 0.05, eps: float = 1e-5, min_det: float = 1e-8,
                  affine: bool = True) -> None:
         super().__init__()
@@ -155,7 +163,7 @@ class ComplexWhitening2d(nn.Module):
         self.register_buffer("running_cov", torch.stack([torch.ones(channels), torch.zeros(channels),
                                                          torch.ones(channels)]))  # Vrr, Vri, Vii
 
-    def _whitening_matrix(self, vrr, vri, vii) -> torch.Tensor:
+    def _whitening_matrix(self, vrr: torch.Tensor, vri: torch.Tensor, vii: torch.Tensor) -> torch.Tensor:
         """Per-channel ``V^{-1/2}`` as [C, 2, 2], determinant clamped."""
         vrr = vrr + self.eps
         vii = vii + self.eps
@@ -168,6 +176,7 @@ class ComplexWhitening2d(nn.Module):
         return torch.stack([row0, row1], dim=-2)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Whiten complex ``z [B, C, F, T]`` per channel (batch statistics in training); same shape and dtype."""
         if z.dim() != 4:
             raise ValueError(f"ComplexWhitening2d expects [B, C, F, T], got {tuple(z.shape)}")
         c = z.shape[1]
@@ -221,12 +230,14 @@ class ComplexMultiheadAttention(nn.Module):
         self.out = ComplexConv2d(channels, channels, 1, bias=True)
 
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values ``[N, heads, L, head_dim]`` from tokens ``[N, L, C]``."""
         n, length, c = x.shape
         qkv = self.qkv(x.transpose(1, 2).unsqueeze(-1)).squeeze(-1)  # [N, 3C, L]
         qkv = qkv.view(n, 3, self.num_heads, self.head_dim, length).permute(1, 0, 2, 4, 3)
         return qkv[0], qkv[1], qkv[2]  # each [N, h, L, d]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Self-attention over complex tokens: ``[N, L, C] -> [N, L, C]``."""
         n, length, c = x.shape
         q, k, v = self._project(x)
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -265,6 +276,7 @@ class AxialAttention2d(nn.Module):
         self.pos = nn.Parameter(torch.zeros(channels, num_positions, dtype=CDTYPE)) if num_positions else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attend along ``self.axis`` and add the input: complex ``[B, C, F, T] -> [B, C, F, T]``."""
         b, c, f, t = x.shape
         h = self.norm(x)
         if self.pos is not None:

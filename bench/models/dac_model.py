@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ class DACConfig:
     codebook_dim: int = 8
     quantizer_dropout: float = 0.5
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
             raise ValueError(f"encoder rates {self.encoder_rates} and decoder rates {self.decoder_rates} "
                              "must have the same product (the hop)")
@@ -44,32 +45,38 @@ class DACConfig:
 
     @property
     def hop_length(self) -> int:
+        """Samples per latent frame: the product of the encoder strides."""
         return math.prod(self.encoder_rates)
 
     @property
     def frame_rate_hz(self) -> float:
+        """Latent frames (code columns) per second of audio."""
         return self.sample_rate_hz / self.hop_length
 
     @property
     def bits_per_code(self) -> int:
+        """Bits of one code in the fixed-width bitstream: log2 of the (power-of-two) codebook size."""
         return int(math.log2(self.codebook_size))
 
     @property
     def effective_latent_dim(self) -> int:
+        """The latent width actually built: ``latent_dim``, or the last encoder block's width when 0."""
         return self.latent_dim or self.encoder_dim * 2 ** len(self.encoder_rates)
 
     def kbps(self, n_codebooks: int) -> float:
         """Nominal bitrate: frame rate x codebooks x log2(K)."""
         return self.frame_rate_hz * n_codebooks * self.bits_per_code / 1000.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for a checkpoint card (tuples as lists); :meth:`from_dict` inverts it."""
         d = asdict(self)
         d["encoder_rates"] = list(self.encoder_rates)
         d["decoder_rates"] = list(self.decoder_rates)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DACConfig":
+    def from_dict(cls, d: dict[str, Any]) -> "DACConfig":
+        """Rebuild a config from a card's ``config`` entry; unknown fields are an error, not ignored."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -94,6 +101,7 @@ CONFIGS: dict[str, DACConfig] = {
 
 
 def get_config(name: str) -> DACConfig:
+    """The named config from :data:`CONFIGS`; an unknown name raises ``KeyError`` with a suggestion."""
     if name not in CONFIGS:
         from bench.registry import did_you_mean
 
@@ -115,6 +123,7 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(Snake1d(dim), WNConv1d(dim, latent_dim, kernel_size=3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent ``[B, latent_dim, T / hop]`` from audio ``[B, 1, T]`` (T a multiple of the hop)."""
         return self.head(self.body(x))
 
 
@@ -131,17 +140,25 @@ class Decoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Audio ``[B, 1, frames * hop]`` in [-1, 1] from a latent ``[B, latent_dim, frames]``."""
         return self.model(z)
 
 
 @dataclass
 class GeneratorOutput:
+    """What a generator's forward pass returns, for the trainers' losses.
+
+    ``audio [B, 1, T]``, ``codes [B, n, frames]`` (int64), ``commitment_loss``/``codebook_loss`` ``[B]``,
+    ``n_active [B]`` codebooks used per item, and model-specific values in ``extra`` (VRVQ's importance,
+    mask and rate loss).
+    """
+
     audio: torch.Tensor
     codes: torch.Tensor
     commitment_loss: torch.Tensor
     codebook_loss: torch.Tensor
     n_active: torch.Tensor
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class DAC(nn.Module):
@@ -159,6 +176,7 @@ class DAC(nn.Module):
 
     @property
     def hop_length(self) -> int:
+        """Samples per code frame (see :attr:`DACConfig.hop_length`)."""
         return self.config.hop_length
 
     def pad(self, wav: torch.Tensor) -> torch.Tensor:
@@ -169,6 +187,7 @@ class DAC(nn.Module):
         return nn.functional.pad(wav, (0, frames * self.hop_length - wav.shape[-1]))
 
     def quantize(self, wav: torch.Tensor, n_codebooks: int) -> QuantizerOutput:
+        """Pad ``wav [B, 1, T]`` to whole frames, encode, and quantise with ``n_codebooks`` stages."""
         return self.quantizer(self.encoder(self.pad(wav)), n_codebooks)
 
     def forward(self, wav: torch.Tensor, n_codebooks: int) -> GeneratorOutput:
@@ -192,4 +211,5 @@ class DAC(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters in ``module`` (for model cards and logs)."""
     return sum(p.numel() for p in module.parameters())

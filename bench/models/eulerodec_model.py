@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ class EuleroDecConfig:
     dead_after_steps: int = 200
     codebook_weight_power: float = 0.0  # 0: plain EMA means (paper); 2: inverse-energy weighted (small configs)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for f in ("channels", "freq_strides", "time_strides", "dilations"):
             setattr(self, f, tuple(int(v) for v in getattr(self, f)))
         if len(self.channels) != 5 or len(self.dilations) != 5:
@@ -84,42 +85,52 @@ class EuleroDecConfig:
 
     @property
     def freq_downsample(self) -> int:
+        """Factor by which the encoder shrinks the frequency axis (product of the frequency strides)."""
         return math.prod(self.freq_strides)
 
     @property
     def time_downsample(self) -> int:
+        """Factor by which the encoder shrinks the time axis (STFT frames per latent frame)."""
         return math.prod(self.time_strides)
 
     @property
     def latent_freq_bins(self) -> int:
+        """Frequency bins left in the latent after downsampling."""
         return self.freq_bins // self.freq_downsample
 
     @property
     def latent_dim_complex(self) -> int:
+        """Complex dimension ``H`` of one flattened latent frame (channels x bins), the RVQ's vector size."""
         return self.latent_channels * self.latent_freq_bins
 
     @property
     def samples_per_frame(self) -> int:
+        """Audio samples per latent (code) frame: STFT hop x time downsampling."""
         return self.hop_length * self.time_downsample
 
     @property
     def frame_rate_hz(self) -> float:
+        """Latent (code) frames per second of audio."""
         return self.sample_rate_hz / self.samples_per_frame
 
     @property
     def bits_per_code(self) -> int:
+        """Bits one code takes in the bitstream: ceil(log2(codebook_size))."""
         return int(math.ceil(math.log2(self.codebook_size)))
 
     def nominal_kbps(self, n_quantizers: int | None = None) -> float:
+        """Bitrate with ``n_quantizers`` stages (all by default): frame rate x stages x bits per code."""
         n = self.num_quantizers if n_quantizers is None else n_quantizers
         return self.frame_rate_hz * n * self.bits_per_code / 1000.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for a checkpoint card (tuples as lists); :meth:`from_dict` inverts it."""
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EuleroDecConfig":
+    def from_dict(cls, d: dict[str, Any]) -> "EuleroDecConfig":
+        """Rebuild a config from a card's ``config`` entry; unknown keys are an error, not ignored."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -148,6 +159,7 @@ CONFIGS: dict[str, EuleroDecConfig] = {
 
 
 def get_config(name: str) -> EuleroDecConfig:
+    """A fresh copy of the named config from :data:`CONFIGS` (safe to modify: the dataclass is mutable)."""
     if name not in CONFIGS:
         raise KeyError(f"unknown EuleroDec config {name!r}; known: {', '.join(CONFIGS)}")
     return EuleroDecConfig.from_dict(CONFIGS[name].to_dict())
@@ -163,6 +175,8 @@ class STFTFrontend(nn.Module):
     appends a zero frame and a zero Nyquist bin and crops to the input length.
     """
 
+    window: torch.Tensor  # [n_fft] Hann window buffer (not saved in checkpoints)
+
     def __init__(self, n_fft: int, hop_length: int, frame_multiple: int, compress_alpha: float) -> None:
         super().__init__()
         self.n_fft, self.hop_length, self.frame_multiple = n_fft, hop_length, frame_multiple
@@ -170,6 +184,7 @@ class STFTFrontend(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def padded_length(self, num_samples: int) -> int:
+        """Samples after padding: at least ``num_samples + n_fft/2``, a whole number of latent frames."""
         block = self.hop_length * self.frame_multiple
         return int(math.ceil((num_samples + self.n_fft // 2) / block) * block)
 
@@ -181,17 +196,20 @@ class STFTFrontend(nn.Module):
         return spec.view(b, c, spec.shape[-2], spec.shape[-1])
 
     def istft(self, spec: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """[B, 1, n_fft/2 + 1, frames] complex -> [B, 1, num_samples] real (inverse of :meth:`stft`)."""
         b, c, f, n = spec.shape
         wav = torch.istft(spec.reshape(b * c, f, n), self.n_fft, self.hop_length, window=self.window,
                           center=True, length=num_samples)
         return wav.view(b, c, num_samples)
 
     def compress(self, x: torch.Tensor) -> torch.Tensor:
+        """Phase-preserving magnitude compression ``x |x|^(alpha - 1)``, elementwise (any shape)."""
         if self.compress_alpha == 1.0:
             return x
         return x * (x.abs() + 1e-7).pow(self.compress_alpha - 1.0)
 
     def decompress(self, y: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`compress`: ``y |y|^(1/alpha - 1)``, elementwise (any shape)."""
         if self.compress_alpha == 1.0:
             return y
         return y * (y.abs() + 1e-7).pow(1.0 / self.compress_alpha - 1.0)
@@ -204,6 +222,7 @@ class STFTFrontend(nn.Module):
         return self.compress(spec)
 
     def synthesise(self, spec_c: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """Compressed [B, 1, n_fft/2, frames] -> waveform [B, 1, num_samples] (inverse of :meth:`analyse`)."""
         spec = self.decompress(spec_c)
         spec = torch.nn.functional.pad(torch.view_as_real(spec), (0, 0, 0, 1, 0, 1))  # +1 frame, +1 bin
         return self.istft(torch.view_as_complex(spec.contiguous()), self.padded_length(num_samples))[..., :num_samples]
@@ -224,6 +243,7 @@ class ComplexResBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual update, complex ``[B, C, F, T] -> [B, C, F, T]``."""
         return x + self.body(x)
 
 
@@ -240,28 +260,36 @@ def _stage_strides(cfg: EuleroDecConfig) -> tuple[tuple[int, ...], tuple[int, ..
 
 
 class Down(nn.Module):
+    """Encoder downsampling stage: whitening, modReLU, then a strided complex conv (``cin -> cout``)."""
+
     def __init__(self, cin: int, cout: int, f_stride: int, t_stride: int) -> None:
         super().__init__()
         (kf, pf), (kt, pt) = _kernel(f_stride), _kernel(t_stride)
         self.body = nn.Sequential(ComplexWhitening2d(cin), ModReLU(cin),
                                   ComplexConv2d(cin, cout, (kf, kt), stride=(f_stride, t_stride), padding=(pf, pt)))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Complex ``[B, cin, F, T] -> [B, cout, F / f_stride, T / t_stride]``."""
         return self.body(x)
 
 
 class Up(nn.Module):
+    """Decoder upsampling stage, the mirror of :class:`Down`: whitening, modReLU, transposed complex conv."""
+
     def __init__(self, cin: int, cout: int, f_stride: int, t_stride: int) -> None:
         super().__init__()
         (kf, pf), (kt, pt) = _kernel(f_stride), _kernel(t_stride)
         self.norm, self.act = ComplexWhitening2d(cin), ModReLU(cin)
         self.conv = ComplexConvTranspose2d(cin, cout, (kf, kt), stride=(f_stride, t_stride), padding=(pf, pt))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Complex ``[B, cin, F, T] -> [B, cout, F * f_stride, T * t_stride]``."""
         return self.conv(self.act(self.norm(x)))
 
 
 class Encoder(nn.Module):
+    """Input conv, 5 residual blocks with 4 downsampling stages, time then frequency attention, 1x1 projection."""
+
     def __init__(self, cfg: EuleroDecConfig) -> None:
         super().__init__()
         ch = cfg.channels
@@ -272,7 +300,7 @@ class Encoder(nn.Module):
                                          padding=(pf, pt))
         else:
             self.conv_in = ComplexConv2d(1, ch[0], 5, padding=2)
-        blocks = []
+        blocks: list[nn.Module] = []
         for i in range(4):
             blocks += [ComplexResBlock(ch[i], cfg.dilations[i]), Down(ch[i], ch[i + 1], fs[i], ts[i])]
         blocks.append(ComplexResBlock(ch[4], cfg.dilations[4]))
@@ -282,11 +310,14 @@ class Encoder(nn.Module):
         self.proj = nn.Sequential(ComplexWhitening2d(ch[4]), ComplexConv2d(ch[4], cfg.latent_channels, 1))
 
     def forward(self, spec_c: torch.Tensor) -> torch.Tensor:
+        """Compressed spectrogram ``[B, 1, F, T]`` -> latent ``[B, latent_channels, F_lat, T_lat]`` (complex)."""
         h = self.blocks(self.conv_in(spec_c))
         return self.proj(self.freq_attn(self.time_attn(h)))
 
 
 class Decoder(nn.Module):
+    """The encoder's mirror: 1x1 projection, frequency then time attention, residual and upsampling blocks."""
+
     def __init__(self, cfg: EuleroDecConfig) -> None:
         super().__init__()
         ch = cfg.channels
@@ -294,10 +325,11 @@ class Decoder(nn.Module):
         self.freq_attn = AxialAttention2d(ch[4], "freq", cfg.num_heads, 0, cfg.latent_freq_bins)
         self.time_attn = AxialAttention2d(ch[4], "time", cfg.num_heads, cfg.time_window)
         fs, ts = _stage_strides(cfg)
-        blocks = [ComplexResBlock(ch[4], cfg.dilations[4])]
+        blocks: list[nn.Module] = [ComplexResBlock(ch[4], cfg.dilations[4])]
         for i in reversed(range(4)):
             blocks += [Up(ch[i + 1], ch[i], fs[i], ts[i]), ComplexResBlock(ch[i], cfg.dilations[i])]
         self.blocks = nn.Sequential(*blocks)
+        last: nn.Module
         if cfg.stem_stride:
             (kf, pf), (kt, pt) = _kernel(cfg.freq_strides[0]), _kernel(cfg.time_strides[0])
             last = ComplexConvTranspose2d(ch[0], 1, (kf, kt), stride=(cfg.freq_strides[0], cfg.time_strides[0]),
@@ -307,6 +339,7 @@ class Decoder(nn.Module):
         self.conv_out = nn.Sequential(ComplexWhitening2d(ch[0]), ModReLU(ch[0]), last)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent ``[B, latent_channels, F_lat, T_lat]`` -> compressed spectrogram ``[B, 1, F, T]`` (complex)."""
         h = self.time_attn(self.freq_attn(self.proj(latent)))
         return self.conv_out(self.blocks(h))
 
@@ -315,11 +348,13 @@ class Decoder(nn.Module):
 
 @dataclass
 class EuleroDecOutput:
+    """What :meth:`EuleroDec.forward` returns, for the trainer's losses."""
+
     wav: torch.Tensor            # [B, 1, T] reconstruction
     spec_c: torch.Tensor         # [B, 1, 256, frames] decoded compressed spectrogram
     codes: torch.Tensor          # [B, n, latent frames]
     commitment: torch.Tensor     # scalar (already weighted by beta)
-    extras: dict = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class EuleroDec(nn.Module):
@@ -338,10 +373,12 @@ class EuleroDec(nn.Module):
 
     # latent [B, C, F, T] <-> frames [B, T, C*F]
     def _to_frames(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent [B, C, F, T] -> one flattened complex vector per frame [B, T, C*F]."""
         b, c, f, t = latent.shape
         return latent.permute(0, 3, 1, 2).reshape(b, t, c * f)
 
     def _from_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`_to_frames`: [B, T, C*F] -> [B, C, F, T]."""
         b, t, _ = frames.shape
         c, f = self.cfg.latent_channels, self.cfg.latent_freq_bins
         return frames.view(b, t, c, f).permute(0, 2, 3, 1)
@@ -351,6 +388,7 @@ class EuleroDec(nn.Module):
             raise ValueError(f"EuleroDec expects mono audio [B, 1, T], got {tuple(wav.shape)}")
 
     def latent_frames(self, num_samples: int) -> int:
+        """Code frames that ``num_samples`` of audio encode to (after padding)."""
         return self.frontend.padded_length(num_samples) // self.cfg.samples_per_frame
 
     def latent(self, wav: torch.Tensor) -> torch.Tensor:
@@ -359,6 +397,10 @@ class EuleroDec(nn.Module):
         return self._to_frames(self.encoder(self.frontend.analyse(wav)))
 
     def forward(self, wav: torch.Tensor, n_quantizers: int | None = None, quantize: bool = True) -> EuleroDecOutput:
+        """Training pass: ``wav [B, 1, T]`` -> reconstruction ``[B, 1, T]``, spectrogram, codes and commitment.
+
+        ``quantize=False`` bypasses the RVQ (autoencoder warm-up): codes are empty and commitment is 0.
+        """
         frames = self.latent(wav)
         if quantize:
             frames_q, codes, commit = self.quantizer(frames, n_quantizers)
@@ -397,7 +439,7 @@ def model_state_for_saving(model: EuleroDec, include_training_state: bool = Fals
     """
     skip = () if include_training_state else ("quantizer.ema_cluster_size", "quantizer.ema_embed_sum",
                                                "quantizer.last_used_step")
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         if name in skip:
             continue
@@ -410,7 +452,7 @@ def model_state_for_saving(model: EuleroDec, include_training_state: bool = Fals
 
 def load_model_state(model: EuleroDec, tensors: dict[str, torch.Tensor]) -> None:
     """Inverse of :func:`model_state_for_saving`; missing EMA statistics are allowed, anything else is not."""
-    state = {}
+    state: dict[str, torch.Tensor] = {}
     for name, tensor in tensors.items():
         if name.endswith(".__complex__"):
             state[name[: -len(".__complex__")]] = torch.view_as_complex(tensor.float().contiguous())
@@ -431,5 +473,5 @@ def load_model_state(model: EuleroDec, tensors: dict[str, torch.Tensor]) -> None
     model.load_state_dict(state, strict=False)
     if "quantizer.ema_embed_sum" not in state:  # shipped weights: make EMA state consistent for fine-tuning
         with torch.no_grad():
-            model.quantizer.ema_embed_sum.copy_(model.quantizer.codebooks)
-            model.quantizer.ema_cluster_size.fill_(1.0)
+            model.quantizer.get_buffer("ema_embed_sum").copy_(model.quantizer.get_buffer("codebooks"))
+            model.quantizer.get_buffer("ema_cluster_size").fill_(1.0)

@@ -8,6 +8,7 @@ Weight normalisation uses ``torch.nn.utils.parametrizations.weight_norm`` (the c
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -27,22 +28,23 @@ class Snake1d(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply Snake channel-wise: ``[B, C, T] -> [B, C, T]``."""
         return snake(x, self.alpha)
 
 
-def WNConv1d(*args, **kwargs) -> nn.Module:  # noqa: N802 - reads like a layer class
-    """``nn.Conv1d`` with weight normalisation."""
-    return weight_norm(nn.Conv1d(*args, **kwargs))
+def WNConv1d(*args: Any, **kwargs: Any) -> nn.Conv1d:  # noqa: N802 - reads like a layer class
+    """``nn.Conv1d`` (same arguments) with weight normalisation; ``[B, C_in, T] -> [B, C_out, T']``."""
+    return cast(nn.Conv1d, weight_norm(nn.Conv1d(*args, **kwargs)))
 
 
-def WNConvTranspose1d(*args, **kwargs) -> nn.Module:  # noqa: N802
-    """``nn.ConvTranspose1d`` with weight normalisation."""
-    return weight_norm(nn.ConvTranspose1d(*args, **kwargs))
+def WNConvTranspose1d(*args: Any, **kwargs: Any) -> nn.ConvTranspose1d:  # noqa: N802
+    """``nn.ConvTranspose1d`` (same arguments) with weight normalisation, for the decoders' upsampling."""
+    return cast(nn.ConvTranspose1d, weight_norm(nn.ConvTranspose1d(*args, **kwargs)))
 
 
-def WNConv2d(*args, **kwargs) -> nn.Module:  # noqa: N802
-    """``nn.Conv2d`` with weight normalisation (discriminators)."""
-    return weight_norm(nn.Conv2d(*args, **kwargs))
+def WNConv2d(*args: Any, **kwargs: Any) -> nn.Conv2d:  # noqa: N802
+    """``nn.Conv2d`` (same arguments) with weight normalisation (discriminators)."""
+    return cast(nn.Conv2d, weight_norm(nn.Conv2d(*args, **kwargs)))
 
 
 def _centre_crop(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -67,6 +69,7 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual block: ``[B, C, T] -> [B, C, T']`` (``T' = T`` with the default symmetric padding)."""
         y = self.block(x)
         return _centre_crop(x, y.shape[-1]) + y
 
@@ -90,6 +93,7 @@ class EncoderBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Downsample: ``[B, in_channels, T] -> [B, out_channels, T / stride]``."""
         return self.block(x)
 
 
@@ -112,6 +116,7 @@ class DecoderBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Upsample: ``[B, in_channels, T] -> [B, out_channels, T * stride]``."""
         return self.block(x)
 
 

@@ -15,6 +15,7 @@ training mode; here the request is an upper bound in both modes.)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,13 @@ class FactorisedVQ(nn.Module):
         """Codewords ``[B, codebook_dim, T]`` for ``indices [B, T]`` (before the out-projection)."""
         return self.codebook(indices).transpose(1, 2)
 
-    def forward(self, residual: torch.Tensor):
+    def forward(self, residual: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantise one residual ``[B, D, T]`` (``D = input_dim``).
+
+        Returns ``(z_q [B, D, T]`` out-projected with straight-through gradients, ``indices [B, T]``,
+        ``z_e [B, codebook_dim, T]`` the in-projected latent, ``commitment [B]``, ``codebook [B]``).
+        """
         z_e = self.in_proj(residual)
         indices = self.nearest(z_e)
         z_q = self.lookup(indices)
@@ -69,6 +76,7 @@ class FactorisedVQ(nn.Module):
         return self.out_proj(z_q), indices, z_e, commitment, codebook
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """This stage's contribution ``[B, input_dim, T]`` to the latent, from ``indices [B, T]``."""
         return self.out_proj(self.lookup(indices))
 
 
@@ -87,6 +95,10 @@ class ResidualVQ(nn.Module):
         self.quantizers = nn.ModuleList(
             FactorisedVQ(input_dim, codebook_size, codebook_dim) for _ in range(n_codebooks)
         )
+
+    def stages(self, n_codebooks: int) -> list[FactorisedVQ]:
+        """The first ``n_codebooks`` stages, typed (``nn.ModuleList`` yields plain modules)."""
+        return [cast(FactorisedVQ, q) for q in self.quantizers[:n_codebooks]]
 
     def _check_n(self, n_codebooks: int) -> int:
         if isinstance(n_codebooks, bool) or not isinstance(n_codebooks, int):
@@ -113,7 +125,7 @@ class ResidualVQ(nn.Module):
         codes, latents = [], []
         commitment = z.new_zeros(z.shape[0])
         codebook = z.new_zeros(z.shape[0])
-        for i, quantizer in enumerate(self.quantizers[:n]):
+        for i, quantizer in enumerate(self.stages(n)):
             zq_i, idx_i, ze_i, commit_i, book_i = quantizer(residual)
             mask = (counts > i).to(z.dtype)
             z_q = z_q + zq_i * mask[:, None, None]
@@ -138,8 +150,8 @@ class ResidualVQ(nn.Module):
         n = self._check_n(int(codes.shape[1]))
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise ValueError(f"codes out of range 0..{self.codebook_size - 1}")
-        z_q = None
-        for i in range(n):
-            part = self.quantizers[i].decode_indices(codes[:, i])
-            z_q = part if z_q is None else z_q + part
+        stages = self.stages(n)
+        z_q = stages[0].decode_indices(codes[:, 0])
+        for i in range(1, n):
+            z_q = z_q + stages[i].decode_indices(codes[:, i])
         return z_q

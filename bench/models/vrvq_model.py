@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,7 @@ class VRVQConfig:
     full_codebook_rate: float = 0.25
     importance_input_norm: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.surrogate not in SURROGATES:
             raise ValueError(f"surrogate must be one of {SURROGATES}, got {self.surrogate!r}")
         if not self.alpha > 0:
@@ -87,6 +88,7 @@ class VRVQConfig:
 
     @property
     def n_codebooks(self) -> int:
+        """``N_q``, the backbone's number of codebooks (the most a frame can use)."""
         return self.backbone.n_codebooks
 
     @property
@@ -110,14 +112,16 @@ class VRVQConfig:
         """Codebooks a frame can use at ``level`` (p < 1): min(N_q, floor(level N_q) + 1), at most."""
         return min(self.n_codebooks, math.floor(level * self.n_codebooks) + 1)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for a checkpoint card, with the importance widths resolved (so they are explicit)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["backbone"] = self.backbone.to_dict()
         d["importance_widths"] = list(self.resolved_importance_widths())
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VRVQConfig":
+    def from_dict(cls, d: dict[str, Any]) -> "VRVQConfig":
+        """Rebuild a config from a card's ``config`` entry; unknown fields or a missing backbone are errors."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -143,6 +147,7 @@ CONFIGS: dict[str, VRVQConfig] = {name: _vrvq(name) for name in DAC_CONFIGS}
 
 
 def get_config(name: str) -> VRVQConfig:
+    """The named config from :data:`CONFIGS` (one per DAC backbone); unknown names get a suggestion."""
     if name not in CONFIGS:
         from bench.registry import UnknownNameError, did_you_mean
 
@@ -169,13 +174,15 @@ class _LogCoshStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, alpha: float) -> torch.Tensor:  # ctx: autograd's FunctionCtx
+        """The step value at ``x`` (any shape); saves ``x`` and ``alpha`` for the backward pass."""
         ctx.save_for_backward(x)
         ctx.alpha = alpha
         return 0.5 + (_log_cosh(alpha * (x + 0.5)) - _log_cosh(alpha * (x - 0.5))) / (2.0 * alpha)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Gradient for ``x`` by the product-form slope; none for ``alpha`` (a constant)."""
         (x,) = ctx.saved_tensors
         a = ctx.alpha
         log_slope = (math.log(math.sinh(a) / 2.0) - _log_cosh(a * (x + 0.5)) - _log_cosh(a * (x - 0.5)))
@@ -199,6 +206,7 @@ def saturated_step(x: torch.Tensor) -> torch.Tensor:
 
 
 def surrogate_step(x: torch.Tensor, surrogate: str = "logcosh", alpha: float = 2.0) -> torch.Tensor:
+    """The named smooth step (``logcosh`` or ``saturated``) applied elementwise to ``x``."""
     if surrogate == "logcosh":
         return logcosh_step(x, alpha)
     if surrogate == "saturated":
@@ -259,6 +267,8 @@ class ImportanceNet(nn.Module):
     decoder never needs ``p`` (the counts are in the bitstream), so it only steers the encoder.
     """
 
+    running_rms: torch.Tensor  # scalar buffer (only with input_norm): running RMS of the input, 0 = unmeasured
+
     def __init__(self, in_channels: int, widths: tuple[int, ...], input_norm: bool = False,
                  momentum: float = 0.05) -> None:
         super().__init__()
@@ -281,14 +291,15 @@ class ImportanceNet(nn.Module):
         shrank the output and its gradient to ~1e-10, below Adam's epsilon.
         """
         for block in self.blocks:
-            conv = block[1]
-            v = conv.parametrizations.weight.original1
+            conv = dict(cast(nn.Sequential, block)[1].named_parameters())  # block = (Snake1d, WN conv)
+            v, g = conv["parametrizations.weight.original1"], conv["parametrizations.weight.original0"]
             with torch.no_grad():
                 v.normal_(0.0, 1.0 / math.sqrt(v.shape[1] * v.shape[2]))
-                conv.parametrizations.weight.original0.copy_(v.norm(dim=(1, 2), keepdim=True))
-                conv.bias.zero_()
+                g.copy_(v.norm(dim=(1, 2), keepdim=True))
+                conv["bias"].zero_()
 
     def _normalise(self, feat: torch.Tensor) -> torch.Tensor:
+        """``feat`` divided by its RMS (batch in training, running at inference) when ``input_norm``."""
         if not self.input_norm:
             return feat
         if self.training:
@@ -330,9 +341,17 @@ class VRVQ(DAC):
 
     @property
     def n_codebooks(self) -> int:
+        """``N_q``, the number of RVQ stages (the most codebooks a frame can use)."""
         return self.config.n_codebooks
 
     # --- analysis -------------------------------------------------------------------------------
+    @overload
+    def analyse(self, wav: torch.Tensor, with_importance: Literal[True] = True
+                ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def analyse(self, wav: torch.Tensor, with_importance: Literal[False]) -> tuple[torch.Tensor, None]: ...
+
     def analyse(self, wav: torch.Tensor, with_importance: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(latent ``z [B, D, T]``, importance ``p [B, T]`` or None) of audio padded to whole frames."""
@@ -346,7 +365,7 @@ class VRVQ(DAC):
         n = self.n_codebooks if n_stages is None else n_stages
         residual = z
         zqs, codes, commits, books = [], [], [], []
-        for stage in self.quantizer.quantizers[:n]:
+        for stage in self.quantizer.stages(n):
             z_e = stage.in_proj(residual)
             idx = stage.nearest(z_e)
             z_c = stage.lookup(idx)
@@ -383,6 +402,7 @@ class VRVQ(DAC):
             raise ValueError("VRVQ needs n_codebooks (CBR) or level (VBR) outside training")
         b = wav.shape[0]
         nq = self.n_codebooks
+        p: torch.Tensor | None
         if n_codebooks is not None:
             n = self.quantizer._check_n(n_codebooks)
             z, p = self.analyse(wav, with_importance=False)
@@ -437,14 +457,14 @@ class VRVQ(DAC):
         """
         if self.training:
             raise RuntimeError("VRVQ.encode_frames is for inference; call model.eval() first")
-        if (n_codebooks is None) == (level is None):
-            raise ValueError("give exactly one of n_codebooks (CBR) or level (VBR)")
-        if n_codebooks is not None:
+        if n_codebooks is not None and level is None:
             n = self.quantizer._check_n(n_codebooks)
             z, _ = self.analyse(wav, with_importance=False)
             codes = self.quantize_stages(z, n).codes
             counts = torch.full((wav.shape[0], z.shape[-1]), n, dtype=torch.long, device=z.device)
             return codes, counts
+        if level is None or n_codebooks is not None:
+            raise ValueError("give exactly one of n_codebooks (CBR) or level (VBR)")
         z, p = self.analyse(wav)
         counts = counts_from_importance(p, level, self.n_codebooks)
         codes = self.quantize_stages(z).codes
@@ -462,9 +482,9 @@ class VRVQ(DAC):
         if counts.numel() and (int(counts.min()) < 1 or int(counts.max()) > n):
             raise ValueError(f"codebook counts must be in 1..{n}")
         mask = prefix_mask(counts, n)
-        z_q = None
-        for k in range(n):
-            part = self.quantizer.quantizers[k].decode_indices(codes[:, k]) * mask[:, k : k + 1]
-            z_q = part if z_q is None else z_q + part
+        stages = self.quantizer.stages(n)
+        z_q = stages[0].decode_indices(codes[:, 0]) * mask[:, 0:1]
+        for k in range(1, n):
+            z_q = z_q + stages[k].decode_indices(codes[:, k]) * mask[:, k : k + 1]
         audio = self.decoder(z_q)
         return audio if num_samples is None else audio[..., :num_samples]
