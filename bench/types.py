@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: the content domains an item can have; metrics and datasets apply per domain
+DOMAINS = ("speech", "music", "general")
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 
 from bench.cli.args import existing_file, float_range, positive_int, writable_file
 from bench.errors import UserError, one_line
+from bench.types import DOMAINS
 
-DOMAIN_CHOICES = ("speech", "music", "general")
+DOMAIN_CHOICES = DOMAINS
 
 
 @dataclass

@@ -11,9 +11,9 @@ from typing import Any, Iterable
 from bench.datasets.base import DataMissingError, Dataset
 from bench.errors import UserError
 from bench.fswalk import list_audio_files
+from bench.types import DOMAINS as DOMAINS  # re-exported for the dataset modules
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".aif", ".aiff")
-DOMAINS = ("speech", "music", "general")
 
 
 class DatasetOptionError(UserError, ValueError):

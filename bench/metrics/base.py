@@ -21,8 +21,7 @@ import torch
 
 from bench.metrics import DEFAULT_METRICS
 from bench.registry import METRICS
-
-DOMAINS = ("speech", "music", "general")
+from bench.types import DOMAINS
 
 
 class MetricError(RuntimeError):
