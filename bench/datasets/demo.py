@@ -59,7 +59,9 @@ def _espeak() -> tuple[ctypes.CDLL, int, list[np.ndarray]]:
     try:
         import espeakng_loader
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise RuntimeError("the demo set needs the 'espeakng-loader' package: pip install espeakng-loader") from exc
+        from bench.deps import MissingBackendError, install_hint
+
+        raise MissingBackendError(f"the demo set's speech needs espeakng-loader: {install_hint(['espeakng-loader'])}") from exc
     lib = ctypes.CDLL(espeakng_loader.get_library_path())
     data_dir = Path(espeakng_loader.get_data_path())
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]

@@ -149,10 +149,24 @@ def compute(spec: MetricSpec, preds: torch.Tensor, target: torch.Tensor, *,
         return [failed(f"{type(exc).__name__}: {exc}") for _ in range(batch)]
 
 
-def select_metrics(spec: str | None) -> list[MetricSpec]:
-    """Parse ``--metrics``: None or 'default' (DEFAULT_METRICS), 'all', or comma-separated names."""
-    if spec is None or spec == "default":
-        return [METRICS.get(n) for n in DEFAULT_METRICS if n in METRICS]
-    if spec == "all":
-        return [m for _, m in METRICS.items()]
-    return [METRICS.get(n.strip()) for n in spec.split(",") if n.strip()]
+def select_metrics(spec: str | None, *, say: Callable[[str], None] | None = None) -> list[MetricSpec]:
+    """Parse ``--metrics``: None or 'default' (DEFAULT_METRICS), 'all', or comma-separated names.
+
+    A metric named explicitly whose backend is not installed is a one-line error naming the extra
+    that installs it; 'default' and 'all' leave such metrics out and ``say`` why.
+    """
+    from bench.deps import install_hint, missing, require
+
+    if spec is None or spec in ("default", "all"):
+        names = DEFAULT_METRICS if spec != "all" else METRICS.names()
+        chosen = [METRICS.get(n) for n in names if n in METRICS]
+        absent = {m.name: missing(m.requires) for m in chosen}
+        left_out = [n for n, pkgs in absent.items() if pkgs]
+        if left_out and say is not None:
+            pkgs = sorted({p for n in left_out for p in absent[n]})
+            say(f"note: leaving out {', '.join(left_out)} (not installed: {install_hint(pkgs)})")
+        return [m for m in chosen if not absent[m.name]]
+    chosen = [METRICS.get(n.strip()) for n in spec.split(",") if n.strip()]
+    for m in chosen:
+        require(m.requires, f"metric {m.name!r}")
+    return chosen

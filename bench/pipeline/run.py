@@ -126,7 +126,7 @@ class _Plan:
     run_dir: Path
 
 
-def plan_run(cfg: RunConfig) -> _Plan:
+def plan_run(cfg: RunConfig, say: Callable[[str], None] | None = None) -> _Plan:
     """Resolve the dataset, items, codecs and metrics of a run (no audio is touched yet)."""
     from bench.codecs.base import select_codecs
     from bench.datasets.base import resolve_dataset, select_items
@@ -137,7 +137,7 @@ def plan_run(cfg: RunConfig) -> _Plan:
     if not items:
         raise UserError(f"dataset {ds.name}/{split} has no items")
     selections = select_codecs(cfg.codecs)
-    metrics = select_metrics(cfg.metrics)
+    metrics = select_metrics(cfg.metrics, say=say)
     run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(ds.name, split)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} exists and is not a folder")
@@ -301,7 +301,7 @@ def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say) -> Path:
     from bench.cache import ReconCache
     from bench.store import Store
 
-    plan = plan_run(cfg)
+    plan = plan_run(cfg, say)
     cache = ReconCache(cfg.cache_dir, refresh=cfg.refresh)
     run_id = plan.run_dir.resolve().name
     plan.run_dir.mkdir(parents=True, exist_ok=True)

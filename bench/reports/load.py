@@ -128,6 +128,9 @@ def resolve_db(run_dir: str | Path) -> Path:
 
 def load_run(run_dir: str | Path, run_id: str | None = None) -> RunData:
     """Load the latest run (or ``run_id``) of a run directory."""
+    from bench.deps import require
+
+    require(["pandas"], "reading a run's results")
     import pandas as pd
 
     from bench.store import Store, StoreError

@@ -18,6 +18,9 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refer
                 audio_source: Callable[[str, str | None, str | None], Any] | None = None,
                 with_audio: bool = True, listen_kbps: float | None = None, excerpt_s: float = 5.0) -> dict[str, Path]:
     """Programmatic entry point; returns the written files by kind."""
+    from bench.deps import require
+
+    require(["pandas", "matplotlib"], "bench report")
     from bench.reports import html as html_mod
     from bench.reports import report as rep
     from bench.reports.load import load_run
