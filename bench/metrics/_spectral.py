@@ -7,7 +7,8 @@ Everything here is batched over the first axis and keeps the device and dtype of
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator, Sequence
+import math
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -156,3 +157,18 @@ def zero_bad_rows(x: torch.Tensor, reasons: Sequence[str | None]) -> torch.Tenso
     x = x.clone()
     x[bad] = 0
     return x
+
+
+def score_screened(preds: torch.Tensor, target: torch.Tensor, *, min_samples: int, metric: str,
+                   compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | Sequence[float]]) -> list[MetricValue]:
+    """The shared shape of a spectral metric: screen the items, score the good ones, NaN + reason for the rest.
+
+    Rows that cannot be scored are zeroed before ``compute`` (so they cannot poison a batched
+    reduction) and replaced by their reason afterwards; ``compute`` runs without gradients.
+    """
+    reasons = screen(preds, target, min_samples=min_samples, metric=metric)
+    if all(reasons):
+        return merge([math.nan] * len(reasons), reasons)
+    p, t = zero_bad_rows(preds, reasons), zero_bad_rows(target, reasons)
+    with torch.no_grad():
+        return merge(compute(p, t), reasons)

@@ -22,12 +22,10 @@ import torch
 
 from bench.metrics._spectral import (
     check_pair,
-    merge,
     min_samples_for_stft,
     require_rate,
-    screen,
+    score_screened,
     stft_blocks,
-    zero_bad_rows,
 )
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
@@ -56,12 +54,8 @@ def lsd(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None
     """AP-BWE log-spectral distance per item (Bel); NaN + reason for too-short or non-finite items."""
     require_rate(sample_rate_hz, "lsd")
     p, t = check_pair(preds, target, dtype)
-    reasons = screen(p, t, min_samples=min_samples_for_stft(N_FFT), metric="lsd")
-    if all(reasons):
-        return merge([math.nan] * len(reasons), reasons)
-    p, t = zero_bad_rows(p, reasons), zero_bad_rows(t, reasons)
-    with torch.no_grad():
-        return merge(log_spectral_distance(p, t), reasons)
+    return score_screened(p, t, min_samples=min_samples_for_stft(N_FFT), metric="lsd",
+                          compute=log_spectral_distance)
 
 
 SPEC = register_metric(MetricSpec(

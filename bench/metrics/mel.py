@@ -40,12 +40,10 @@ import torch
 
 from bench.metrics._spectral import (
     check_pair,
-    merge,
     min_samples_for_stft,
     require_rate,
-    screen,
+    score_screened,
     stft_blocks,
-    zero_bad_rows,
 )
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
@@ -230,13 +228,8 @@ def mel_distance(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: i
     sr = require_rate(sample_rate_hz, "mel_distance")
     cfg = PRESETS[config]() if isinstance(config, str) else config
     p, t = check_pair(preds, target, dtype)
-    reasons = screen(p, t, min_samples=cfg.min_samples, metric="mel_distance")
-    if all(reasons):
-        return merge([math.nan] * len(reasons), reasons)
-    p, t = zero_bad_rows(p, reasons), zero_bad_rows(t, reasons)
-    with torch.no_grad():
-        values = MultiScaleMelDistance(cfg, sr)(p, t)
-    return merge(values, reasons)
+    return score_screened(p, t, min_samples=cfg.min_samples, metric="mel_distance",
+                          compute=MultiScaleMelDistance(cfg, sr))
 
 
 SPEC = register_metric(MetricSpec(

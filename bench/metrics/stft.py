@@ -25,12 +25,10 @@ import torch
 
 from bench.metrics._spectral import (
     check_pair,
-    merge,
     min_samples_for_stft,
     require_rate,
-    screen,
+    score_screened,
     stft_blocks,
-    zero_bad_rows,
 )
 from bench.metrics.base import MetricSpec, MetricValue, register_metric
 
@@ -101,13 +99,8 @@ def stft_distance(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: 
     require_rate(sample_rate_hz, "stft_distance")
     cfg = config or STFTDistanceConfig()
     p, t = check_pair(preds, target, dtype)
-    reasons = screen(p, t, min_samples=cfg.min_samples, metric="stft_distance")
-    if all(reasons):
-        return merge([math.nan] * len(reasons), reasons)
-    p, t = zero_bad_rows(p, reasons), zero_bad_rows(t, reasons)
-    with torch.no_grad():
-        values = MultiScaleSTFTDistance(cfg)(p, t)
-    return merge(values, reasons)
+    return score_screened(p, t, min_samples=cfg.min_samples, metric="stft_distance",
+                          compute=MultiScaleSTFTDistance(cfg))
 
 
 SPEC = register_metric(MetricSpec(
