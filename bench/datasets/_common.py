@@ -6,12 +6,15 @@ import copy
 import os
 import shlex
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from bench.datasets.base import DataMissingError, Dataset
 from bench.errors import UserError
 from bench.fswalk import list_audio_files
 from bench.types import DOMAINS as DOMAINS  # re-exported for the dataset modules
+
+if TYPE_CHECKING:
+    from bench.datasets.protocol import ExcerptPolicy
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".aif", ".aiff")
 
@@ -72,6 +75,18 @@ class Configurable(Dataset):
 
     def validate_options(self) -> None:
         """Parse/check ``self.options`` in place; raise DatasetOptionError on bad values."""
+
+
+class ExcerptOption(Configurable):
+    """A configurable dataset whose ``excerpt_s`` option picks loudness-gated excerpts instead of whole files."""
+
+    @property
+    def excerpt_policy(self) -> "ExcerptPolicy":
+        """Loudness-gated excerpts of ``excerpt_s`` seconds, or whole files when the option is unset."""
+        from bench.datasets.protocol import WHOLE, ExcerptPolicy
+
+        excerpt_s = self.options.get("excerpt_s")
+        return ExcerptPolicy(duration_s=float(excerpt_s)) if excerpt_s else WHOLE
 
 
 def missing_data(name: str, split: str | None, root: Path | None, what: str, explicit_root: Any = None,

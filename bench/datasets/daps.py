@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import Iterator
 
 from bench.datasets._common import (
-    Configurable,
     DatasetOptionError,
     Downloadable,
+    ExcerptOption,
     audio_files,
     missing_data,
     parse_optional_float,
 )
 from bench.datasets.base import Item, register_dataset
 from bench.datasets.download import Resource
-from bench.datasets.protocol import WHOLE, ExcerptPolicy, apply_excerpt
+from bench.datasets.protocol import apply_excerpt
 
 SPEAKERS = tuple(f"f{i}" for i in range(1, 11)) + tuple(f"m{i}" for i in range(1, 11))
 VAL_SPEAKERS = ("f2", "m2")
@@ -70,7 +70,7 @@ def split_of(speaker: str) -> str:
     return "test" if speaker in TEST_SPEAKERS else "val" if speaker in VAL_SPEAKERS else "train"
 
 
-class DAPSDataset(Configurable, Downloadable):
+class DAPSDataset(ExcerptOption, Downloadable):
     """DAPS speech in one version (clean by default) as 10 s excerpts, split by speaker as DAC does."""
 
     name = "daps"
@@ -91,12 +91,6 @@ class DAPSDataset(Configurable, Downloadable):
     def version(self) -> str:
         """The DAPS version folder the items come from (``clean``, ``produced``, a device/room, ...)."""
         return self.options["version"]
-
-    @property
-    def excerpt_policy(self) -> ExcerptPolicy:
-        """Loudness-gated excerpts of ``excerpt_s`` seconds, or whole files when the option is unset."""
-        excerpt_s = self.options.get("excerpt_s")
-        return ExcerptPolicy(duration_s=float(excerpt_s)) if excerpt_s else WHOLE
 
     @property
     def expected_counts(self) -> dict[str, int]:

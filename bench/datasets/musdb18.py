@@ -28,10 +28,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.datasets._common import Configurable, DatasetOptionError, Downloadable, missing_data, parse_optional_float
+from bench.datasets._common import DatasetOptionError, Downloadable, ExcerptOption, missing_data, parse_optional_float
 from bench.datasets.base import Item, register_dataset
 from bench.datasets.download import Resource
-from bench.datasets.protocol import WHOLE, ExcerptPolicy, apply_excerpt
+from bench.datasets.protocol import apply_excerpt
 
 STEMS = ("mixture", "drums", "bass", "other", "vocals")  # also the stream order of .stem.mp4
 FORMATS = ("auto", "hq", "stems", "7s")
@@ -58,7 +58,7 @@ _RESOURCES = {
 }
 
 
-class MUSDB18Dataset(Configurable, Downloadable):
+class MUSDB18Dataset(ExcerptOption, Downloadable):
     """MUSDB18 tracks (mixture or chosen stems) as 10 s excerpts, from the HQ, stems or 7 s release."""
 
     name = "musdb18"
@@ -86,12 +86,6 @@ class MUSDB18Dataset(Configurable, Downloadable):
         if bad or not stems:
             raise DatasetOptionError(f"musdb18: stems={raw!r}; choose from {', '.join(STEMS)} or 'all'")
         return stems
-
-    @property
-    def excerpt_policy(self) -> ExcerptPolicy:
-        """Loudness-gated excerpts of ``excerpt_s`` seconds, or whole files when the option is unset."""
-        excerpt_s = self.options.get("excerpt_s")
-        return ExcerptPolicy(duration_s=float(excerpt_s)) if excerpt_s else WHOLE
 
     @property
     def expected_counts(self) -> dict[str, int]:

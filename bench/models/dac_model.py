@@ -11,13 +11,13 @@ latent) so that VRVQ can tap the activation between them for its importance netw
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from bench.models.layers import DecoderBlock, EncoderBlock, Snake1d, WNConv1d, init_conv_weights
+from bench.models.layers import DecoderBlock, EncoderBlock, Snake1d, WNConv1d, check_config_fields, init_conv_weights
 from bench.models.rvq import QuantizerOutput, ResidualVQ
 
 
@@ -77,10 +77,7 @@ class DACConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DACConfig":
         """Rebuild a config from a card's ``config`` entry; unknown fields are an error, not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown DAC config fields: {sorted(unknown)}")
+        check_config_fields(cls, d, "DAC config fields")
         d = dict(d)
         for key in ("encoder_rates", "decoder_rates"):
             if key in d:

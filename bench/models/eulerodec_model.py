@@ -25,7 +25,7 @@ learnable complex per-bin embedding for frequency attention, and complex batch n
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -39,6 +39,7 @@ from bench.models.complex import (
     ModReLU,
 )
 from bench.models.complex_rvq import ComplexResidualVQ
+from bench.models.layers import check_config_fields
 
 
 @dataclass
@@ -131,10 +132,7 @@ class EuleroDecConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EuleroDecConfig":
         """Rebuild a config from a card's ``config`` entry; unknown keys are an error, not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown EuleroDec config keys: {sorted(unknown)}")
+        check_config_fields(cls, d, "EuleroDec config keys")
         return cls(**d)
 
 

@@ -133,3 +133,12 @@ def init_conv_weights(module: nn.Module) -> None:
         if module.bias.is_meta:
             return
         nn.init.zeros_(module.bias)
+
+
+def check_config_fields(cls: type, d: dict[str, Any], what: str) -> None:
+    """Refuse a card's config with fields the dataclass ``cls`` does not have (an error, never ignored)."""
+    from dataclasses import fields
+
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what}: {sorted(unknown)}")

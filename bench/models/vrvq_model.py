@@ -55,7 +55,7 @@ from torch import nn
 
 from bench.models.dac_model import CONFIGS as DAC_CONFIGS
 from bench.models.dac_model import DAC, DACConfig, GeneratorOutput
-from bench.models.layers import Snake1d, WNConv1d
+from bench.models.layers import Snake1d, WNConv1d, check_config_fields
 
 #: channel widths of the importance net at the paper's width (input 1024 channels), output 1 appended
 PAPER_IMPORTANCE_WIDTHS = (1024, 512, 128, 32, 8)
@@ -122,10 +122,7 @@ class VRVQConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VRVQConfig":
         """Rebuild a config from a card's ``config`` entry; unknown fields or a missing backbone are errors."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown VRVQ config fields: {sorted(unknown)}")
+        check_config_fields(cls, d, "VRVQ config fields")
         d = dict(d)
         if "backbone" not in d:
             raise ValueError("VRVQ config needs a 'backbone' (DAC config) entry")
