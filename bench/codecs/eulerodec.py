@@ -17,13 +17,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
-from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, register_codec
+from bench.codecs._checkpointed import CheckpointCodec
+from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
 from bench.models.bitpack import pack_codes, packed_size, unpack_codes
+
+if TYPE_CHECKING:
+    from bench.models.eulerodec_model import EuleroDec
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 SHIPPED = ("eulerodec_small6", "eulerodec_small12")
@@ -35,67 +39,37 @@ def model_label(nominal_kbps: float) -> str:
     return f"{int(nominal_kbps)}k"
 
 
-class EuleroDecCodec(Codec):
-    """One or more EuleroDec checkpoints; operating points = (model, number of codebooks)."""
+class EuleroDecCodec(CheckpointCodec):
+    """One or more EuleroDec checkpoints (a set keyed by rate label); operating points = (model, codebooks)."""
 
     name = "eulerodec"
-
-    def __init__(self, checkpoint: str | None = None) -> None:
-        super().__init__(checkpoint)
-        self._cards: dict[str, tuple[Path, dict]] | None = None
-        self.models: dict[str, torch.nn.Module] = {}
-
-    # --- checkpoints and spec ------------------------------------------------------------
-    def _paths(self) -> list[Path]:
-        from bench.models.checkpoint import CheckpointError, weights_path
-
-        if self.checkpoint:
-            return [weights_path(self.checkpoint)]
-        paths = [CHECKPOINT_DIR / f"{n}.safetensors" for n in SHIPPED]
-        found = [p for p in paths if p.exists()]
-        if not found:
-            raise CheckpointError(f"eulerodec: the shipped checkpoints are missing from this installation "
-                                  f"({', '.join(str(p) for p in paths)}). Train one with 'bench train eulerodec "
-                                  f"--config small6 ...' and pass it as --codecs eulerodec:PATH")
-        return found
+    config_hint = "small6"
 
     @property
-    def cards(self) -> dict[str, tuple[Path, dict]]:
-        """label ("6k") -> (weights path, card); reads only the JSON cards."""
-        if self._cards is None:
-            from bench.models.checkpoint import CheckpointError, read_card
+    def default_checkpoints(self) -> tuple[Path, ...]:
+        """The shipped models (read at call time, so a patched module default is honoured)."""
+        return tuple(CHECKPOINT_DIR / f"{n}.safetensors" for n in SHIPPED)
 
-            cards: dict[str, tuple[Path, dict]] = {}
-            for path in self._paths():
-                if not path.exists():
-                    raise CheckpointError(f"eulerodec: no such checkpoint: {path}")
-                card = read_card(path)
-                if card.get("model") != "eulerodec":
-                    raise CheckpointError(f"{path}: checkpoint is for model {card.get('model')!r}, not 'eulerodec'")
-                if card.get("kind") == "training-state":
-                    raise CheckpointError(f"{path}: this is a training state for --resume; use the exported "
-                                          "eulerodec_<config>.safetensors beside it")
-                label = model_label(self._config_of(card).nominal_kbps())
-                if label in cards:
-                    raise CheckpointError(f"eulerodec: two checkpoints share the rate label {label!r}")
-                cards[label] = (path, card)
-            self._cards = cards
-        return self._cards
-
-    @staticmethod
-    def _config_of(card: dict):
+    def config_from_dict(self, config: dict[str, Any]) -> Any:
+        """An :class:`~bench.models.eulerodec_model.EuleroDecConfig` from a card."""
         from bench.models.eulerodec_model import EuleroDecConfig
 
-        return EuleroDecConfig.from_dict(card["config"])
+        return EuleroDecConfig.from_dict(config)
 
-    def config(self, label: str):
-        return self._config_of(self.cards[label][1])
+    def label_of(self, card: dict[str, Any]) -> str:
+        """The model's rate label ("6k", "12k"), the prefix of its operating points."""
+        return model_label(self.config_from_dict(card["config"]).nominal_kbps())
+
+    def network(self, label: str) -> "EuleroDec":
+        """The loaded network of model ``label``."""
+        return cast("EuleroDec", self.models[label])
 
     @property
     def spec(self) -> CodecSpec:
+        """Every model's full depth and RVQ prefixes, sorted by nominal rate."""
         ops, sizes, rates = [], [], set()
-        for label, (_, card) in self.cards.items():
-            cfg = self._config_of(card)
+        for label in self.cards:
+            cfg = self.config_of(label)
             rates.add(cfg.frame_rate_hz)
             sizes.append(cfg.codebook_size)
             depths = [cfg.num_quantizers] + [n for n in PREFIX_DEPTHS if n < cfg.num_quantizers]
@@ -106,7 +80,7 @@ class EuleroDecCodec(Codec):
         ops.sort(key=lambda p: p.nominal_kbps)
         desc = "; ".join(f"{label}: {card.get('name', '?')}, {card.get('training', {}).get('steps', '?')} steps"
                          for label, (_, card) in self.cards.items())
-        first = self._config_of(next(iter(self.cards.values()))[1])
+        first = self.config_of(next(iter(self.cards)))
         return CodecSpec(
             name=self.name,
             sample_rate_hz=first.sample_rate_hz,
@@ -122,84 +96,78 @@ class EuleroDecCodec(Codec):
             sweep=[p.name for p in ops if "-" not in p.name or p.name.endswith("-n4")],
         )
 
-    @property
-    def checkpoint_hash(self) -> str:
-        import hashlib
-
-        joined = ",".join(f"{label}={card.get('weights_sha256', 'none')}"
-                          for label, (_, card) in sorted(self.cards.items()))
-        return hashlib.sha256(joined.encode()).hexdigest()[:32]
-
     def num_parameters(self) -> int | None:
+        """The largest parameter count the cards record (None when none does)."""
         nums = [card.get("num_parameters") for _, card in self.cards.values()]
         return max(n for n in nums if n is not None) if any(n is not None for n in nums) else None
 
     def _load(self) -> None:
+        """Build every network of the set from its checkpoint, in eval mode on the codec's device."""
         from bench.models.checkpoint import CheckpointError, load_checkpoint
         from bench.models.eulerodec_model import EuleroDec, load_model_state
 
-        for label, (path, card) in self.cards.items():
+        for label, (path, _) in self.cards.items():
             tensors, _ = load_checkpoint(path, model="eulerodec")
-            model = EuleroDec(self._config_of(card))
+            model = EuleroDec(self.config_of(label))
             try:
                 load_model_state(model, tensors)
             except ValueError as exc:
                 raise CheckpointError(f"{path}: {exc}") from exc
             self.models[label] = model.eval().to(self.device)
 
-    def load(self, device: str | torch.device = "cpu") -> "EuleroDecCodec":
-        super().load(device)
-        for model in self.models.values():
-            model.to(self.device)
-        return self
-
     # --- coding ----------------------------------------------------------------------------
     def _model_and_n(self, op: OperatingPoint) -> tuple[str, int]:
+        """(model label, number of codebooks) of an operating point."""
         return str(op.params["model"]), int(op.params["n_codebooks"])
 
     def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
+        """Codes ``[B, n, frames]``: the model's full-depth encoding (memoized per input), first n kept."""
         op = self.resolve_op(operating_point)
         wav = self.check_wav(wav, 1)
         if not self._loaded:
             self.load(self.device)
         label, n = self._model_and_n(op)
-        model = self.models[label]
+        model = self.network(label)
         full = self.memoized(label, wav, lambda: model.encode(wav.to(self.device, torch.float32), None))
         codes = full[:, :n]
-        return Encoded(self.name, op.name, self.config(label).sample_rate_hz, 1, int(wav.shape[-1]),
+        return Encoded(self.name, op.name, self.config_of(label).sample_rate_hz, 1, int(wav.shape[-1]),
                        int(wav.shape[0]), codes.cpu())
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
+        """Audio ``[B, 1, num_samples]`` from the codes, by the operating point's model."""
         if not self._loaded:
             self.load(self.device)
         label, _ = self._model_and_n(self.resolve_op(encoded.operating_point))
         codes = torch.as_tensor(encoded.payload, dtype=torch.long)
-        return self.models[label].decode(codes.to(self.device), encoded.num_samples).float().cpu()
+        return self.network(label).decode(codes.to(self.device), encoded.num_samples).float().cpu()
 
     # --- bitstream -------------------------------------------------------------------------
     def _shape(self, op: OperatingPoint, batch_size: int, num_samples: int) -> tuple[int, int, int]:
+        """The codes' shape ``(B, n, frames)`` for ``num_samples`` samples."""
         from bench.models.eulerodec_model import STFTFrontend
 
         label, n = self._model_and_n(op)
-        cfg = self.config(label)
+        cfg = self.config_of(label)
         fe = STFTFrontend(cfg.n_fft, cfg.hop_length, cfg.time_downsample, cfg.compress_alpha)
         return batch_size, n, fe.padded_length(num_samples) // cfg.samples_per_frame
 
     def pack_payload(self, encoded: Encoded) -> bytes:
+        """The codes at ``bits_per_code`` bits each, MSB first, C order."""
         op = self.resolve_op(encoded.operating_point)
         codes = np.asarray(torch.as_tensor(encoded.payload).cpu().numpy(), dtype=np.int64)
         expected = self._shape(op, encoded.batch_size, encoded.num_samples)
         if codes.shape != expected:
             raise ValueError(f"eulerodec codes have shape {codes.shape}, expected {expected}")
-        return pack_codes(codes, self.config(self._model_and_n(op)[0]).bits_per_code)
+        return pack_codes(codes, self.config_of(self._model_and_n(op)[0]).bits_per_code)
 
     def unpack_payload(self, body: bytes, header: BitstreamHeader) -> Any:
+        """Codes from a payload, its size checked against the header's shape."""
         try:
             op = self.resolve_op(header.operating_point)
         except KeyError as exc:
             raise BitstreamError(f"eulerodec bitstream names an unknown operating point "
                                  f"{header.operating_point!r}") from exc
-        cfg = self.config(self._model_and_n(op)[0])
+        cfg = self.config_of(self._model_and_n(op)[0])
         if header.num_channels != 1 or header.sample_rate_hz != cfg.sample_rate_hz:
             raise BitstreamError(f"eulerodec bitstream for {header.num_channels} ch at {header.sample_rate_hz} Hz "
                                  f"does not match this model (1 ch at {cfg.sample_rate_hz} Hz)")

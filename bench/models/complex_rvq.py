@@ -32,6 +32,41 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _nearest(residual: torch.Tensor, cb: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index of the nearest entry of ``cb``, squared distance to it) for every row of ``residual``, in chunks."""
+    idx, dist = [], []
+    half_sq = 0.5 * (cb * cb).sum(1)
+    for i in range(0, residual.shape[0], chunk):
+        r = residual[i : i + chunk]
+        score = torch.addmm(half_sq, r, cb.t(), beta=-1)  # r.c - |c|^2 / 2: largest is nearest
+        m = score.max(dim=1)
+        idx.append(m.indices)
+        dist.append(((r * r).sum(1) - 2 * m.values).clamp_min(0))
+    return torch.cat(idx), torch.cat(dist)
+
+
+def _lloyd(residual: torch.Tensor, w: torch.Tensor, k: int, iters: int, gen: torch.Generator,
+           chunk: int) -> torch.Tensor:
+    """A ``k``-entry codebook by ``iters`` weighted Lloyd iterations from ``k`` distinct random rows.
+
+    Each centroid is the ``w``-weighted mean of its rows; an empty cluster is re-seeded at the rows
+    worst served by their centroids.
+    """
+    n = residual.shape[0]
+    cb = residual[torch.randperm(n, generator=gen)[:k].to(residual.device)].clone()
+    for _ in range(iters):
+        idx, dist = _nearest(residual, cb, chunk)
+        counts = torch.bincount(idx, minlength=k).float()
+        wsum = torch.zeros(k, device=residual.device).index_add_(0, idx, w[:, 0])
+        sums = torch.zeros_like(cb).index_add_(0, idx, residual * w)
+        cb = torch.where(counts[:, None] > 0, sums / wsum.clamp_min(1e-12)[:, None], cb)
+        empty = (counts == 0).nonzero().squeeze(1)
+        if empty.numel():  # re-seed at the worst-served frames
+            worst = dist.topk(empty.numel()).indices
+            cb[empty] = residual[worst]
+    return cb
+
+
 class ComplexResidualVQ(nn.Module):
     """RVQ over complex vectors ``[B, T, H]`` (complex64), EMA codebooks over their real 2H form."""
 
@@ -199,49 +234,33 @@ class ComplexResidualVQ(nn.Module):
         energy = float((x * x).sum())
         w = self._frame_weights(x)[:, None]
         perplexities, rel_errors = [], []
-
-        def assign(cb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            idx, dist = [], []
-            half_sq = 0.5 * (cb * cb).sum(1)
-            for i in range(0, n, chunk):
-                r = residual[i : i + chunk]
-                score = torch.addmm(half_sq, r, cb.t(), beta=-1)  # r.c - |c|^2 / 2: largest is nearest
-                m = score.max(dim=1)
-                idx.append(m.indices)
-                dist.append(((r * r).sum(1) - 2 * m.values).clamp_min(0))
-            return torch.cat(idx), torch.cat(dist)
-
         if weight_by not in ("frame", "residual"):
             raise ValueError(f"weight_by must be 'frame' or 'residual', got {weight_by!r}")
         for stage in range(self.num_quantizers):
             if weight_by == "residual" and stage > 0:
                 w = self._frame_weights(residual)[:, None]
-            cb = residual[torch.randperm(n, generator=gen)[:k].to(x.device)].clone()
-            for _ in range(iters):
-                idx, dist = assign(cb)
-                counts = torch.bincount(idx, minlength=k).float()
-                wsum = torch.zeros(k, device=x.device).index_add_(0, idx, w[:, 0])
-                sums = torch.zeros_like(cb).index_add_(0, idx, residual * w)
-                cb = torch.where(counts[:, None] > 0, sums / wsum.clamp_min(1e-12)[:, None], cb)
-                empty = (counts == 0).nonzero().squeeze(1)
-                if empty.numel():  # re-seed at the worst-served frames
-                    worst = dist.topk(empty.numel()).indices
-                    cb[empty] = residual[worst]
-            idx, _ = assign(cb)
+            cb = _lloyd(residual, w, k, iters, gen, chunk)
+            idx, _ = _nearest(residual, cb, chunk)
             counts = torch.bincount(idx, minlength=k).float()
             p = counts / n
             perplexities.append(round(float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum())), 1))
             scale = (frames_per_step / n) if frames_per_step else 1.0
-            self.codebooks[stage] = cb
-            wsum = torch.zeros(k, device=x.device).index_add_(0, idx, w[:, 0])
-            self.ema_cluster_size[stage] = wsum * scale + self.eps
-            self.ema_embed_sum[stage] = cb * self.ema_cluster_size[stage][:, None]
-            self.last_used_step[stage] = self.step
+            self._set_fitted_stage(stage, cb, idx, w, scale)
             residual = residual - cb[idx]
             rel_errors.append(round(float((residual * residual).sum()) / max(energy, 1e-12), 5))
         self.initialized.fill_(True)
         self.reservoir = torch.zeros(self.num_quantizers, 0, self.dim, device=x.device)
         return {"perplexity": perplexities, "relative_error": rel_errors}
+
+    @torch.no_grad()
+    def _set_fitted_stage(self, stage: int, cb: torch.Tensor, idx: torch.Tensor, w: torch.Tensor,
+                          scale: float) -> None:
+        """Install a k-means codebook and EMA statistics worth ``scale`` x its assignment weights."""
+        self.codebooks[stage] = cb
+        wsum = torch.zeros(self.codebook_size, device=cb.device).index_add_(0, idx, w[:, 0])
+        self.ema_cluster_size[stage] = wsum * scale + self.eps
+        self.ema_embed_sum[stage] = cb * self.ema_cluster_size[stage][:, None]
+        self.last_used_step[stage] = self.step
 
     def forward(self, z: torch.Tensor, n_quantizers: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,1 +1,3 @@
-"""Training loops, losses and discriminators shared by the in-repo codecs."""
+"""Trainers of the in-repo codecs: ``template`` (the one training run), ``config`` (its frozen settings),
+``data`` and ``overlap`` (the training files and their checks), ``loop``, ``losses`` and
+``discriminators`` (shared pieces), and one module per model (``dac``, ``vrvq``, ``eulerodec``)."""

@@ -10,41 +10,28 @@ groups; quantizer dropout 0.5.
 Outputs in ``--out``: ``dac_<config>.safetensors`` + ``.json`` (generator weights and card, the file
 to benchmark with ``--codecs dac:PATH``), ``train_state.*`` (for ``--resume``), ``log.csv``
 (losses), ``val.csv`` (validation), ``holdout.json`` (the held-out files and validation clips).
+
+The run around the model (data, hold-out, overlap checks, resume, checkpoints) is
+``bench.train.template``; this module holds the DAC step (:class:`DACTrainer`, reused by VRVQ), its
+validation and its card fields (:class:`DACRun`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 import warnings
 from dataclasses import dataclass, replace
-from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-from bench.cli.args import float_range, non_negative_int
-from bench.models.checkpoint import module_tensors, save_checkpoint
-from bench.models.dac_model import CONFIGS, DAC, DACConfig, count_parameters
-from bench.train.data import (
-    ExcerptSampler,
-    describe_data,
-    scan,
-    split_holdout,
-    validation_clips,
-)
+from bench.models.checkpoint import module_tensors
+from bench.models.dac_model import CONFIGS, DAC, DACConfig, GeneratorOutput, count_parameters
+from bench.train.config import TrainConfig
 from bench.train.discriminators import Discriminator, DiscriminatorConfig
 from bench.train.loop import (
-    CsvLog,
     clip_gradients,
-    device_description,
-    git_commit,
-    load_training_state,
     make_optimizer,
     make_scheduler,
-    save_training_state,
-    setup_distributed,
-    train_loop,
     unwrap,
     wrap_ddp,
 )
@@ -55,6 +42,7 @@ from bench.train.losses import (
     generator_adversarial_loss,
     weighted_total,
 )
+from bench.train.template import ModelConfig, ModelRun, Recipe, run_training
 
 MODEL = "dac"
 GEN_GRAD_CLIP = 1e3
@@ -62,42 +50,25 @@ DISC_GRAD_CLIP = 10.0
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A named training setup: generator config, discriminator config, default batch size."""
+class DACOptions:
+    """DAC's own training options (``bench train dac --help``)."""
 
-    model: DACConfig
-    discriminator: DiscriminatorConfig
-    batch_size: int
-    excerpt_s: float = 0.38
+    lr: float = 1e-4  # AdamW, generator and discriminator
+    excerpt_s: float | None = None  # None: the recipe's (0.38 s)
+    quantizer_dropout: float | None = None  # None: the config's (0.5)
+    adv_start_step: int = 0  # discriminator-free warm-up up to this step (0: DAC's recipe)
 
 
 SMALL_DISC = DiscriminatorConfig(mpd_channels=(8, 16, 32, 64, 64), mrd_channels=8)
 TINY_DISC = DiscriminatorConfig(periods=(2, 3), mpd_channels=(4, 4), fft_sizes=(256,), mrd_channels=2)
 
-RECIPES: dict[str, Recipe] = {
-    "44k": Recipe(CONFIGS["44k"], DiscriminatorConfig(), 12),
-    "24k": Recipe(CONFIGS["24k"], DiscriminatorConfig(), 12),
-    "16k": Recipe(CONFIGS["16k"], DiscriminatorConfig(), 12),
-    "small": Recipe(CONFIGS["small"], SMALL_DISC, 4),
-    "tiny": Recipe(CONFIGS["tiny"], TINY_DISC, 2),
+RECIPES: dict[str, Recipe[DACConfig]] = {
+    "44k": Recipe(CONFIGS["44k"], batch_size=12, discriminator=DiscriminatorConfig()),
+    "24k": Recipe(CONFIGS["24k"], batch_size=12, discriminator=DiscriminatorConfig()),
+    "16k": Recipe(CONFIGS["16k"], batch_size=12, discriminator=DiscriminatorConfig()),
+    "small": Recipe(CONFIGS["small"], batch_size=4, discriminator=SMALL_DISC),
+    "tiny": Recipe(CONFIGS["tiny"], batch_size=2, discriminator=TINY_DISC),
 }
-
-
-def add_model_arguments(p: argparse._ArgumentGroup) -> None:
-    p.add_argument("--lr", type=float_range(0.0, lo_open=True), default=1e-4, help="AdamW learning rate (generator and discriminator)")
-    p.add_argument("--excerpt-s", type=float_range(0.0, lo_open=True), default=None, help="excerpt length (default 0.38 s)")
-    p.add_argument("--quantizer-dropout", type=float_range(0.0, 1.0), default=None, help="override the config's 0.5")
-    p.add_argument("--adv-start-step", type=non_negative_int, default=0,
-                   help="train without the discriminator (mel + VQ losses only) up to this step; 0 = the DAC "
-                        "recipe (adversarial from the start)")
-
-
-def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        from bench.registry import UnknownNameError, did_you_mean
-
-        raise UnknownNameError(f"unknown DAC config {name!r}.{did_you_mean(name, list(RECIPES))}")
-    return RECIPES[name]
 
 
 class DACTrainer:
@@ -107,7 +78,7 @@ class DACTrainer:
     """
 
     def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, *, sample_rate_hz: int,
-                 n_codebooks: int, lr: float = 1e-4, weights: LossWeights | None = None) -> None:
+                 n_codebooks: int | None, lr: float = 1e-4, weights: LossWeights | None = None) -> None:
         from bench.metrics.mel import MultiScaleMelDistance
 
         self.generator = generator
@@ -120,7 +91,7 @@ class DACTrainer:
         self.sched_g = make_scheduler(self.opt_g)
         self.sched_d = make_scheduler(self.opt_d)
 
-    def generator_terms(self, real: torch.Tensor, out) -> dict[str, torch.Tensor]:
+    def generator_terms(self, real: torch.Tensor, out: GeneratorOutput) -> dict[str, torch.Tensor]:
         """The non-adversarial generator terms (VRVQ adds its rate term here)."""
         return {"mel": self.mel(out.audio, real).mean(),
                 "codebook": out.codebook_loss.mean(),
@@ -168,16 +139,19 @@ class DACTrainer:
 
         values.update({f"loss/{k}": float(v.detach()) for k, v in terms.items()})
         values.update({"loss/generator": float(loss_g.detach()), "grad_norm/generator": min(gn_g, 1e9),
-                       "lr": self.sched_g.get_last_lr()[0]})
+                       "lr": float(self.sched_g.get_last_lr()[0])})
         return values
 
     def modules(self) -> dict[str, torch.nn.Module]:
+        """The networks by name, as the training state stores them."""
         return {"generator": self.generator, "discriminator": self.discriminator}
 
-    def optimizers(self) -> dict:
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimisers by name, as the training state stores them."""
         return {"generator": self.opt_g, "discriminator": self.opt_d}
 
-    def schedulers(self) -> dict:
+    def schedulers(self) -> dict[str, Any]:
+        """The learning-rate schedules by name, as the training state stores them."""
         return {"generator": self.sched_g, "discriminator": self.sched_d}
 
 
@@ -222,126 +196,149 @@ def recipe_text(lr: float, adv_start_step: int, step: int) -> str:
     return text + f" + {adv} from the start"
 
 
-def export_card(recipe_name: str, config: DACConfig, *, step: int, wall_s: float, device: str, data: dict,
-                holdout: list[dict], validation: dict, batch_size: int, excerpt_s: float,
-                discriminator: dict | None = None, lr: float = 1e-4, adv_start_step: int = 0,
-                extra: dict | None = None) -> dict:
-    card = {
-        "model": MODEL,
-        "name": f"dac_{recipe_name}",
-        "config_name": recipe_name,
-        "config": config.to_dict(),
-        "sample_rate_hz": config.sample_rate_hz,
-        "frame_rate_hz": config.frame_rate_hz,
-        "n_codebooks": config.n_codebooks,
-        "codebook_size": config.codebook_size,
-        "num_parameters": None,
-        "training": {
-            "steps": step, "wall_time_s": round(wall_s, 1), "device": device, "batch_size": batch_size,
-            "excerpt_s": excerpt_s, "discriminator": discriminator, "lr": lr,
-            "adversarial_from_step": adv_start_step,
-            "adversarial_steps": max(0, step - adv_start_step),
-            "recipe": recipe_text(lr, adv_start_step, step),
-            "data": data, "holdout": holdout, "git_commit": git_commit(), "torch": torch.__version__,
-        },
-        "validation": validation,
-        "licence": "weights: the project's own work; training data licences listed under training.data",
-    }
-    if extra:
-        card.update(extra)
-    return card
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    """Validation values for the card: ``val/`` prefix dropped, 4 decimals."""
+    return {k.removeprefix("val/"): round(v, 4) for k, v in values.items()}
 
 
-def train(args: argparse.Namespace) -> int:
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    recipe = get_recipe(args.config)
-    config = recipe.model
-    if args.quantizer_dropout is not None:
-        config = replace(config, quantizer_dropout=args.quantizer_dropout)
-    batch_size = args.batch_size or recipe.batch_size
-    excerpt_s = args.excerpt_s or recipe.excerpt_s
-    dist = setup_distributed(args.device)
-    torch.manual_seed(args.seed + dist.rank)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+class GANOptions(Protocol):
+    """The options the GAN-trained codecs (DAC, VRVQ) share."""
 
-    files = scan(args.data)
-    train_files, val_files = split_holdout(files, args.holdout_fraction)
-    sr = config.sample_rate_hz
-    sampler = ExcerptSampler(train_files, sr, excerpt_s, seed=args.seed * 1000 + dist.rank)
-    val_clips, val_desc = validation_clips(val_files, sr, args.val_duration_s, args.val_per_group)
-    val_groups = [d["group"] for d in val_desc]
-    data_card = describe_data(train_files, args.data)
-    data_card["licences"] += [t for t in args.data_licence if t not in data_card["licences"]]
-    holdout = [{"path": f.path, "group": f.group} for f in val_files]
-    if dist.is_main:
-        (out_dir / "holdout.json").write_text(json.dumps({"held_out_files": holdout, "validation_clips": val_desc},
-                                                         indent=2) + "\n")
+    @property
+    def lr(self) -> float:
+        """AdamW learning rate of generator and discriminator."""
+        ...
 
-    generator = DAC(config).to(dist.device)
-    discriminator = Discriminator(recipe.discriminator).to(dist.device)
-    trainer = DACTrainer(generator, discriminator, sample_rate_hz=sr, n_codebooks=config.n_codebooks, lr=args.lr)
-    start_step, start_wall = 0, 0.0
-    if args.resume:
-        start_step, start_wall, _ = load_training_state(out_dir, model=MODEL, modules=trainer.modules(),
-                                                        optimizers=trainer.optimizers(),
-                                                        schedulers=trainer.schedulers())
-        print(f"resumed from step {start_step} ({start_wall / 3600:.2f} h of training)")
-    trainer.generator = wrap_ddp(generator, dist)
-    trainer.discriminator = wrap_ddp(discriminator, dist)
-    device_text = device_description(dist.device) + (f" x {dist.world_size} processes" if dist.enabled else "")
-    if dist.is_main:
-        print(f"DAC {args.config}: {count_parameters(generator) / 1e6:.2f} M generator, "
-              f"{count_parameters(discriminator) / 1e6:.2f} M discriminator parameters; "
-              f"{len(train_files)} training files, {len(val_files)} held out; device {device_text}")
+    @property
+    def adv_start_step(self) -> int:
+        """The last step of the discriminator-free warm-up (0: none)."""
+        ...
 
-    last_val: dict[str, float] = {}
+    @property
+    def excerpt_s(self) -> float | None:
+        """Excerpt length in seconds (None: the recipe's)."""
+        ...
 
-    def step_fn(step: int) -> dict[str, float]:
-        return trainer.step(sampler.batch(batch_size).to(dist.device), adversarial=step > args.adv_start_step)
 
-    def validate_fn(step: int) -> dict[str, float]:
-        if not dist.is_main:
-            return {}
-        last_val.clear()
-        last_val.update(evaluate(generator, val_clips, sr, config.n_codebooks, val_groups))
-        return dict(last_val)
+GC = TypeVar("GC", bound=ModelConfig)
+GO = TypeVar("GO", bound=GANOptions)
 
-    def save_fn(step: int, wall_s: float, final: bool) -> None:
-        if not dist.is_main:
-            return
-        save_training_state(out_dir, step, wall_s, model=MODEL, config=config.to_dict(),
-                            modules=trainer.modules(), optimizers=trainer.optimizers(),
-                            schedulers=trainer.schedulers(), extra={"config_name": args.config})
-        validation: dict = {"clips": len(val_desc), "duration_s_each": args.val_duration_s}
+
+class GANRun(ModelRun[GC, GO]):
+    """What DAC and VRVQ share in the training template: a generator, a discriminator, a :class:`DACTrainer`.
+
+    A subclass's ``build`` sets ``generator``, ``discriminator`` and ``trainer``.
+    """
+
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    trainer: DACTrainer
+
+    @property
+    def discriminator_config(self) -> DiscriminatorConfig:
+        """The recipe's discriminator (every GAN recipe has one)."""
+        disc = self.setup.recipe.discriminator
+        if disc is None:
+            raise ValueError(f"{self.title} recipe {self.setup.cfg.config_name!r} has no discriminator")
+        return disc
+
+    def training_state(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The trainer's networks, optimisers and schedules."""
+        return self.trainer.modules(), self.trainer.optimizers(), self.trainer.schedulers()
+
+    def distribute(self) -> None:
+        """Both networks under DistributedDataParallel when the run has several processes."""
+        self.trainer.generator = wrap_ddp(self.generator, self.setup.dist)
+        self.trainer.discriminator = wrap_ddp(self.discriminator, self.setup.dist)
+
+    def data_line(self) -> str:
+        """The data and device part of the summary line."""
+        data = self.setup.data
+        return (f"{len(data.train_files)} training files, {len(data.val_files)} held out; "
+                f"device {self.setup.device_text}")
+
+    def step(self, step: int) -> dict[str, float]:
+        """One DAC step on a fresh batch; adversarial after the warm-up."""
+        batch = self.setup.sampler.batch(self.setup.batch_size).to(self.setup.dist.device)
+        return self.trainer.step(batch, adversarial=step > self.options.adv_start_step)
+
+    def export_tensors(self) -> dict[str, torch.Tensor]:
+        """The generator's weights (the discriminator stays in the training state)."""
+        return module_tensors("generator", self.generator)
+
+    def gan_facts(self, step: int) -> dict[str, Any]:
+        """Learning rate, warm-up and discriminator: the card's training facts both GAN codecs record."""
+        o = self.options
+        return {"lr": o.lr, "adversarial_from_step": o.adv_start_step,
+                "adversarial_steps": max(0, step - o.adv_start_step),
+                "discriminator": self.discriminator_config.to_dict()}
+
+
+class DACRun(GANRun[DACConfig, DACOptions]):
+    """DAC in the training template: validation per number of codebooks."""
+
+    name = MODEL
+    title = "DAC"
+    recipes = RECIPES
+
+    @classmethod
+    def model_config(cls, recipe: Recipe[DACConfig], options: DACOptions) -> DACConfig:
+        """The recipe's config, with ``--quantizer-dropout`` when given."""
+        if options.quantizer_dropout is None:
+            return recipe.model
+        return replace(recipe.model, quantizer_dropout=options.quantizer_dropout)
+
+    @staticmethod
+    def sample_rate_hz(config: DACConfig) -> int:
+        """The generator's rate."""
+        return config.sample_rate_hz
+
+    def build(self) -> None:
+        """Generator, discriminator and the DAC trainer on the run's device."""
+        device = self.setup.dist.device
+        self.generator = DAC(self.config).to(device)
+        self.discriminator = Discriminator(self.discriminator_config).to(device)
+        self.trainer = DACTrainer(self.generator, self.discriminator, sample_rate_hz=self.setup.sample_rate_hz,
+                                  n_codebooks=self.config.n_codebooks, lr=self.options.lr)
+        self.last_val: dict[str, float] = {}
+
+    def summary(self) -> str:
+        """Parameter counts, files and device."""
+        return (f"{self.title} {self.setup.cfg.config_name}: {count_parameters(self.generator) / 1e6:.2f} M generator, "
+                f"{count_parameters(self.discriminator) / 1e6:.2f} M discriminator parameters; {self.data_line()}")
+
+    def _evaluate(self, n_codebooks: int) -> dict[str, float]:
+        """Validation metrics with ``n_codebooks``."""
+        data = self.setup.data
+        return evaluate(self.generator, data.val_clips, self.setup.sample_rate_hz, n_codebooks, data.val_groups)
+
+    def validate(self, step: int) -> dict[str, float]:
+        """Mel distance and SI-SDR with every codebook."""
+        self.last_val = self._evaluate(self.config.n_codebooks)
+        return dict(self.last_val)
+
+    def validation(self, final: bool) -> dict[str, Any]:
+        """Every codebook count in the final card, else the last validation (or a fresh one)."""
+        nq = self.config.n_codebooks
         if final:
-            per_n = {}
-            for n in range(1, config.n_codebooks + 1):
-                per_n[str(n)] = {k.removeprefix("val/"): round(v, 4) for k, v in
-                                 evaluate(generator, val_clips, sr, n, val_groups).items()}
-            validation["per_n_codebooks"] = per_n
-        else:
-            metrics = last_val or evaluate(generator, val_clips, sr, config.n_codebooks, val_groups)
-            validation[f"n_codebooks_{config.n_codebooks}"] = {k.removeprefix("val/"): round(v, 4)
-                                                                for k, v in metrics.items()}
-        card = export_card(args.config, config, step=step, wall_s=wall_s, device=device_text, data=data_card,
-                           holdout=holdout, validation=validation, batch_size=batch_size * dist.world_size,
-                           excerpt_s=excerpt_s, discriminator=recipe.discriminator.to_dict(),
-                           lr=args.lr, adv_start_step=args.adv_start_step)
-        card["num_parameters"] = count_parameters(generator)
-        save_checkpoint(out_dir / f"dac_{args.config}.safetensors", module_tensors("generator", generator), card,
-                        half=args.half)
+            return {"per_n_codebooks": {str(n): _rounded(self._evaluate(n)) for n in range(1, nq + 1)}}
+        return {f"n_codebooks_{nq}": _rounded(self.last_val or self._evaluate(nq))}
 
-    log = CsvLog(out_dir / "log.csv") if dist.is_main else None
-    val_log = CsvLog(out_dir / "val.csv") if dist.is_main else None
-    t = time.time()
-    step, wall_s = train_loop(step_fn=step_fn, total_steps=args.steps, start_step=start_step,
-                              start_wall_s=start_wall, checkpoint_every=args.checkpoint_every,
-                              validate_every=args.validate_every, log_every=args.log_every, save_fn=save_fn,
-                              validate_fn=validate_fn, log=log, val_log=val_log, is_main=dist.is_main, desc=f"dac {args.config}")
-    if dist.is_main:
-        print(f"done: step {step}, {time.time() - t:.0f} s this session; weights in {out_dir}/dac_{args.config}.safetensors")
-    if dist.enabled:
-        torch.distributed.destroy_process_group()
-    return 0
+    def card_facts(self) -> dict[str, Any]:
+        """Rates, codebooks and the generator's parameter count."""
+        c = self.config
+        return {"sample_rate_hz": c.sample_rate_hz, "frame_rate_hz": c.frame_rate_hz, "n_codebooks": c.n_codebooks,
+                "codebook_size": c.codebook_size, "num_parameters": count_parameters(self.generator)}
+
+    def training_facts(self, step: int) -> dict[str, Any]:
+        """Discriminator, learning rate, warm-up and the recipe in words."""
+        o = self.options
+        return {**self.gan_facts(step), "recipe": recipe_text(o.lr, o.adv_start_step, step)}
+
+
+OPTIONS = DACOptions
+
+
+def train(config: TrainConfig[DACOptions]) -> int:
+    """Train DAC as ``config`` says (``bench train dac``); returns the exit code."""
+    return run_training(DACRun, config)

@@ -6,7 +6,10 @@
 * **Hold-out**: a deterministic part of every group is kept for validation (chosen by a hash of the
   path, so it does not depend on scan order or machine). Stems that share a small folder (a song's
   ``guitar.ogg`` and ``song.ogg``, in a sub-folder of at most 4 audio files) are held out together,
-  so no song leaks into training.
+  so no song leaks into training. Files with identical content share one unit too
+  (``bench.train.overlap.share_units_of_copies``, applied by the trainer before the split).
+* **Files**: the datasets' walker and extension policy (``bench.datasets._common``), less the types
+  listed at :data:`TRAINING_EXTENSIONS`.
 * **Excerpts**: random 0.38 s excerpts (DAC's ``sample_duration``), mixed to mono, resampled with the
   harness's one resampler, rejected when quieter than -40 LUFS (DAC's salient excerpts), normalised to
   -16 LUFS (measured on a 1 s context, since BS.1770 needs 400 ms blocks), then a random constant phase
@@ -25,6 +28,7 @@ import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -37,16 +41,24 @@ from bench.audio import (
     resample,
     to_channels,
 )
+from bench.datasets._common import AUDIO_EXTENSIONS as DATASET_EXTENSIONS
+from bench.datasets._common import DOMAINS as DOMAIN_NAMES
+from bench.datasets._common import audio_files
 from bench.errors import UserError
-from bench.fswalk import list_audio_files
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"}
-DOMAIN_NAMES = ("speech", "music", "general")
+#: The file types a training scan takes: the datasets' audio extensions (``bench.datasets._common``,
+#: the one extension policy) less the MP4/AAC family (``.m4a``, ``.mp4``, ``.aac``) and ``.oga``.
+#: Those have no soundfile reader, so every random excerpt would decode the file from its start
+#: through PyAV; and adding them would change the file list, hence the hold-out split, of corpora
+#: already trained on (a resumed run must see the split it started with). Pass ``extensions=`` to
+#: :func:`scan` to choose otherwise.
+TRAINING_EXTENSIONS: tuple[str, ...] = tuple(e for e in DATASET_EXTENSIONS
+                                             if e not in (".m4a", ".mp4", ".aac", ".oga"))
+STEM_FOLDER_MAX_FILES = 4
 
 
 class TrainingDataError(UserError, FileNotFoundError):
     """Training data that cannot be used as given (a missing folder, no audio in it, nothing to validate on)."""
-STEM_FOLDER_MAX_FILES = 4
 
 
 @dataclass(frozen=True)
@@ -59,31 +71,29 @@ class AudioFile:
     duration_s: float
     sample_rate_hz: int
     channels: int
+    rel_path: str = ""  # POSIX path below its ``--data`` folder (for overlap checks); "" when unknown
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (JSON-ready)."""
         return asdict(self)
 
 
-def _audio_files(root: Path) -> list[Path]:
-    """Training audio under ``root``: the harness's one walker (no symlink loops, each file once, no hidden files)."""
-    return list_audio_files(root, AUDIO_EXTENSIONS)
-
-
-def _groups_of(spec: str) -> list[tuple[str, Path]]:
-    """``DIR`` or ``NAME=DIR`` -> [(group, folder)]."""
+def _groups_of(spec: str) -> tuple[Path, list[tuple[str, Path]]]:
+    """``DIR`` or ``NAME=DIR`` -> (the data folder, [(group, folder)])."""
     if "=" in spec and not Path(spec).exists():
         name, folder = spec.split("=", 1)
-        return [(name, Path(folder))]
+        return Path(folder), [(name, Path(folder))]
     root = Path(spec)
     if not root.is_dir():
         raise TrainingDataError(f"training data folder not found: {spec}")
     domains = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name in DOMAIN_NAMES]
     if domains:
-        return [(d.name, d) for d in domains]
-    return [(root.name, root)]
+        return root, [(d.name, d) for d in domains]
+    return root, [(root.name, root)]
 
 
 def _info(path: Path) -> tuple[float, int, int]:
+    """(duration in s, sample rate, channels) from the header (a full decode for formats soundfile lacks)."""
     import soundfile as sf
 
     try:
@@ -94,32 +104,49 @@ def _info(path: Path) -> tuple[float, int, int]:
         return audio.duration_s, audio.sample_rate_hz, audio.num_channels
 
 
-def scan(data: list[str], min_duration_s: float = 0.1) -> list[AudioFile]:
-    """Find the audio files under ``data`` folders, with their groups and hold-out units."""
+def _group_files(group: str, folder: Path, root: Path, extensions: Iterable[str], min_duration_s: float
+                 ) -> list[AudioFile]:
+    """The usable files of one group folder, with their hold-out units (small stem folders as one unit)."""
+    paths = audio_files(folder, extensions)
+    per_folder: dict[Path, int] = defaultdict(int)
+    for p in paths:
+        per_folder[p.parent] += 1
+    files = []
+    for p in paths:
+        try:
+            duration_s, sr, ch = _info(p)
+        except (AudioError, RuntimeError) as exc:
+            raise AudioError(f"{p}: cannot read for training ({exc})") from exc
+        if duration_s < min_duration_s:
+            continue
+        small_folder = p.parent != folder and per_folder[p.parent] <= STEM_FOLDER_MAX_FILES
+        unit_path = p.parent if small_folder else p
+        unit = f"{group}/{unit_path.relative_to(folder).as_posix()}"
+        files.append(AudioFile(str(p), group, unit, duration_s, sr, ch, p.relative_to(root).as_posix()))
+    return files
+
+
+def scan(data: list[str], min_duration_s: float = 0.1, extensions: Iterable[str] = TRAINING_EXTENSIONS
+         ) -> list[AudioFile]:
+    """Find the audio files under ``data`` folders, with their groups and hold-out units.
+
+    Folders are walked by the datasets' walker (``bench.datasets._common.audio_files``: sorted,
+    hidden files skipped, each real file once, no symlink loops); ``extensions`` defaults to
+    :data:`TRAINING_EXTENSIONS`.
+    """
+    extensions = tuple(extensions)
     files: list[AudioFile] = []
     for spec in data:
-        for group, folder in _groups_of(spec):
-            paths = _audio_files(folder)
-            per_folder: dict[Path, int] = defaultdict(int)
-            for p in paths:
-                per_folder[p.parent] += 1
-            for p in paths:
-                try:
-                    duration_s, sr, ch = _info(p)
-                except (AudioError, RuntimeError) as exc:
-                    raise AudioError(f"{p}: cannot read for training ({exc})") from exc
-                if duration_s < min_duration_s:
-                    continue
-                small_folder = p.parent != folder and per_folder[p.parent] <= STEM_FOLDER_MAX_FILES
-                unit_path = p.parent if small_folder else p
-                unit = f"{group}/{unit_path.relative_to(folder).as_posix()}"
-                files.append(AudioFile(str(p), group, unit, duration_s, sr, ch))
+        root, groups = _groups_of(spec)
+        for group, folder in groups:
+            files += _group_files(group, folder, root, extensions, min_duration_s)
     if not files:
-        raise TrainingDataError(f"no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) under {data}")
+        raise TrainingDataError(f"no audio files ({', '.join(sorted(extensions))}) under {data}")
     return files
 
 
 def _unit_key(unit: str) -> str:
+    """The hash that orders units for the hold-out choice (independent of scan order and machine)."""
     return hashlib.sha1(unit.encode()).hexdigest()
 
 
@@ -180,16 +207,18 @@ class ExcerptSampler:
 
     @property
     def excerpt_samples(self) -> int:
+        """Samples per excerpt at the sampler's rate."""
         return int(round(self.excerpt_s * self.sample_rate_hz))
 
     def _candidate(self, f: AudioFile) -> tuple[np.ndarray, float]:
+        """A random context window of ``f`` and its loudness."""
         start_s = self.rng.uniform(0.0, max(0.0, f.duration_s - self.context_s))
         ctx = read_mono(f, self.sample_rate_hz, start_s, self.context_s)
         return ctx, loudness_lufs(ctx[None], self.sample_rate_hz)
 
     def excerpt(self, group: str) -> np.ndarray:
         """One excerpt ``[T]`` from a random file of ``group``."""
-        best = None
+        best: tuple[np.ndarray, float] | None = None
         for _ in range(self.max_tries):
             f = self.rng.choice(self.groups[group])
             ctx, lufs = self._candidate(f)
@@ -197,6 +226,8 @@ class ExcerptSampler:
                 best = (ctx, lufs)
             if lufs > self.loudness_cutoff_lufs:
                 break
+        if best is None:
+            raise ValueError("ExcerptSampler needs max_tries >= 1")
         ctx, lufs = best
         if math.isfinite(lufs):
             ctx, _ = normalize_loudness(ctx[None], self.sample_rate_hz, self.target_lufs)

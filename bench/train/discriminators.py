@@ -8,6 +8,7 @@ losses can use the feature maps for feature matching and the last map for the ad
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +30,13 @@ class DiscriminatorConfig:
     bands: tuple[tuple[float, float], ...] = DEFAULT_BANDS
 
     def to_dict(self) -> dict:
+        """JSON-ready form (tuples as lists), for cards and training states."""
         return {k: [list(b) for b in v] if k == "bands" else list(v) if isinstance(v, tuple) else v
                 for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiscriminatorConfig":
+        """Inverse of :meth:`to_dict`."""
         d = dict(d)
         for key in ("periods", "mpd_channels", "fft_sizes"):
             if key in d:
@@ -59,6 +62,7 @@ class PeriodDiscriminator(nn.Module):
         self.post = WNConv2d(c_in, 1, (3, 1), padding=(1, 0))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of ``x [B, 1, T]`` folded by the period; the last one is the logits."""
         t = x.shape[-1]
         x = F.pad(x, (0, (-t) % self.period), mode="reflect")
         x = x.view(x.shape[0], 1, -1, self.period)
@@ -76,6 +80,8 @@ class BandSTFTDiscriminator(nn.Module):
     Each band has its own conv stack (strided along frequency); the band outputs are joined along
     frequency before the final conv, as in DAC's MRD.
     """
+
+    window: torch.Tensor  # a registered buffer (the Hann window), typed for the checker
 
     def __init__(self, n_fft: int, channels: int, bands: tuple[tuple[float, float], ...]) -> None:
         super().__init__()
@@ -105,11 +111,12 @@ class BandSTFTDiscriminator(nn.Module):
         return torch.view_as_real(spec).permute(0, 3, 2, 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of every band's conv stack, then the logits over the joined bands."""
         spec = self.spectrogram(x)
         fmaps, outs = [], []
         for (lo, hi), convs in zip(self.band_bins, self.band_convs):
             h = spec[..., lo:hi]
-            for conv in convs:
+            for conv in cast(nn.ModuleList, convs):  # a ModuleList of ModuleLists
                 h = F.leaky_relu(conv(h), 0.1)
                 fmaps.append(h)
             outs.append(h)
@@ -134,5 +141,6 @@ class Discriminator(nn.Module):
         return 0.8 * x / (x.abs().amax(dim=-1, keepdim=True) + 1e-9)
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        """One feature-map list per sub-discriminator for ``x [B, 1, T]``."""
         x = self.preprocess(x)
         return [d(x) for d in self.discriminators]

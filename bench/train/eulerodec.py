@@ -19,93 +19,74 @@ below each of :data:`MEL_THRESHOLDS` (for comparing convergence with DAC on the 
 
 Outputs in ``--out``: ``eulerodec_<config>.safetensors`` + ``.json`` (the file to benchmark with
 ``--codecs eulerodec:PATH``), ``train_state.*`` (``--resume``), ``log.csv``, ``val.csv``, ``holdout.json``.
+The run around the model (data, hold-out, overlap checks, resume, checkpoints) is ``bench.train.template``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import Any, Sequence, cast
 
 import torch
 
-from bench.cli.args import float_range, non_negative_int, positive_int
-from bench.models.checkpoint import save_checkpoint
 from bench.models.eulerodec_model import (
+    CONFIGS,
     EuleroDec,
     EuleroDecConfig,
-    get_config,
+    EuleroDecOutput,
     model_state_for_saving,
 )
-from bench.train.data import (
-    ExcerptSampler,
-    describe_data,
-    scan,
-    split_holdout,
-    validation_clips,
-)
-from bench.train.loop import (
-    CsvLog,
-    clip_gradients,
-    device_description,
-    git_commit,
-    load_training_state,
-    make_optimizer,
-    make_scheduler,
-    save_training_state,
-    setup_distributed,
-    train_loop,
-)
+from bench.train.config import TrainConfig
+from bench.train.data import AudioFile, ExcerptSampler
+from bench.train.loop import clip_gradients, make_optimizer, make_scheduler
+from bench.train.template import ModelRun, Recipe, run_training
 
 MODEL = "eulerodec"
 GRAD_CLIP = 10.0
 MEL_THRESHOLDS = (3.0, 2.5, 2.0, 1.8, 1.6, 1.5, 1.4, 1.3, 1.2, 1.1, 1.0, 0.9, 0.8)
+RECIPE_TEXT = ("EuleroDec (arXiv 2601.17517), no discriminator: 7-scale mel L1 + compressed complex "
+               "STFT L1 + complex spectral convergence + 0.05 commitment; EMA RVQ (decay 0.98->0.999), "
+               "dead-code restarts from recent residuals; AdamW (0.9, 0.99), exponential LR decay")
 
-
-@dataclass(frozen=True)
-class Recipe:
-    batch_size: int
-    excerpt_s: float
-    lr: float
-
-
-RECIPES = {
-    "6kbps": Recipe(16, 0.38, 3e-4),
-    "12kbps": Recipe(16, 0.38, 3e-4),
-    "small6": Recipe(4, 0.32, 1e-3),
-    "small12": Recipe(4, 0.32, 1e-3),
-    "tiny": Recipe(2, 0.25, 3e-3),
+RECIPES: dict[str, Recipe[EuleroDecConfig]] = {
+    "6kbps": Recipe(CONFIGS["6kbps"], batch_size=16, excerpt_s=0.38, lr=3e-4),
+    "12kbps": Recipe(CONFIGS["12kbps"], batch_size=16, excerpt_s=0.38, lr=3e-4),
+    "small6": Recipe(CONFIGS["small6"], batch_size=4, excerpt_s=0.32, lr=1e-3),
+    "small12": Recipe(CONFIGS["small12"], batch_size=4, excerpt_s=0.32, lr=1e-3),
+    "tiny": Recipe(CONFIGS["tiny"], batch_size=2, excerpt_s=0.25, lr=3e-3),
 }
+
+#: k-means latents from random training excerpts of this length (``--kmeans-pool excerpts``)
+KMEANS_EXCERPT_S = 2.0
+#: where a training source can come from: random excerpts, or whole training files
+LatentSource = ExcerptSampler | Sequence[AudioFile]
 
 
 @dataclass(frozen=True)
 class LossWeights:
+    """Weights of EuleroDec's loss terms (all 1: the paper's sum)."""
+
     mel: float = 1.0
     spec: float = 1.0
     sc: float = 1.0
     commitment: float = 1.0  # beta is applied inside the quantiser
 
 
-def add_model_arguments(p: argparse._ArgumentGroup) -> None:
-    p.add_argument("--lr", type=float_range(0.0, lo_open=True), default=None, help="AdamW learning rate (default per config)")
-    p.add_argument("--lr-gamma", type=float_range(0.0, 1.0, lo_open=True), default=0.99995, help="exponential LR decay per step")
-    p.add_argument("--excerpt-s", type=float_range(0.0, lo_open=True), default=None, help="excerpt length in seconds (default per config)")
-    p.add_argument("--kmeans-seconds", type=float_range(0.0), default=0.0,
-                   help="refit the codebooks by k-means on this much training audio (encoder latents) when the "
-                        "run starts and every --kmeans-every steps (0: off, EMA only)")
-    p.add_argument("--kmeans-every", type=non_negative_int, default=0, help="steps between k-means refits (0: only at the start)")
-    p.add_argument("--kmeans-iters", type=positive_int, default=5, help="Lloyd iterations per stage and refit")
-    p.add_argument("--kmeans-pool", choices=("excerpts", "files"), default="excerpts",
-                   help="k-means latents from random training excerpts, or from whole training files (each once)")
-    p.add_argument("--kmeans-weight-by", choices=("frame", "residual"), default="frame",
-                   help="k-means weights from each frame's energy or from the energy of the stage's residual")
-    p.add_argument("--codebook-weight-power", type=float_range(0.0), default=None,
-                   help="override the config's inverse-energy weighting power of EMA updates and k-means refits")
-    p.add_argument("--frozen-norm-stats", action="store_true",
-                   help="whitening layers normalise with their running statistics while training (as at inference), "
-                        "so the quantiser sees the same latents in training and in use; for fine-tuning")
+@dataclass(frozen=True)
+class EuleroDecOptions:
+    """EuleroDec's own training options (``bench train eulerodec --help``)."""
+
+    lr: float | None = None  # AdamW; None: the recipe's
+    lr_gamma: float = 0.99995  # exponential decay per step
+    excerpt_s: float | None = None  # None: the recipe's
+    kmeans_seconds: float = 0.0  # k-means refit on this much training audio (0: off, EMA only)
+    kmeans_every: int = 0  # steps between refits (0: only at the start)
+    kmeans_iters: int = 5  # Lloyd iterations per stage and refit
+    kmeans_pool: str = "excerpts"  # "excerpts" (random) or "files" (whole training files, each once)
+    kmeans_weight_by: str = "frame"  # "frame" or "residual" energy
+    codebook_weight_power: float | None = None  # None: the config's
+    frozen_norm_stats: bool = False  # whitening layers use their running statistics while training
 
 
 class EuleroDecTrainer:
@@ -122,7 +103,8 @@ class EuleroDecTrainer:
         self.opt = make_optimizer(model.parameters(), lr=lr, betas=(0.9, 0.99))
         self.sched = make_scheduler(self.opt, gamma=lr_gamma)
 
-    def loss_terms(self, real: torch.Tensor, out) -> dict[str, torch.Tensor]:
+    def loss_terms(self, real: torch.Tensor, out: EuleroDecOutput) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch (see the module docstring), unweighted."""
         fe = self.model.frontend
         spec_hat, spec = fe.stft(out.wav), fe.stft(real)
         diff = (spec_hat - spec).flatten(1)
@@ -143,6 +125,7 @@ class EuleroDecTrainer:
                     m.eval()
 
     def step(self, real: torch.Tensor) -> dict[str, float]:
+        """One optimiser step on ``real [B, 1, T]``; returns the values to log."""
         self.train_mode()
         out = self.model(real)
         terms = self.loss_terms(real, out)
@@ -154,7 +137,7 @@ class EuleroDecTrainer:
         self.sched.step()
         values = {f"loss/{k}": float(v.detach()) for k, v in terms.items()}
         values.update({"loss/total": float(total.detach()), "grad_norm": min(grad_norm, 1e9),
-                       "lr": self.sched.get_last_lr()[0], "vq_decay": self.model.quantizer.current_decay()})
+                       "lr": float(self.sched.get_last_lr()[0]), "vq_decay": self.model.quantizer.current_decay()})
         return values
 
 
@@ -168,19 +151,20 @@ def evaluate(model: EuleroDec, clips: torch.Tensor, n_quantizers: int | None = N
     was_training = model.training
     model.eval()
     mel = MultiScaleMelDistance(sample_rate_hz=model.cfg.sample_rate_hz)
+    device = next(model.parameters()).device
     mels, sdrs = [], []
     for i in range(0, clips.shape[0], batch_size):
-        x = clips[i : i + batch_size]
+        x = clips[i : i + batch_size].to(device)
         y = model(x, n_quantizers=n_quantizers).wav
-        mels.append(mel(y, x))
-        sdrs.append(si_sdr_db(y[:, 0].double(), x[:, 0].double()))
+        mels.append(mel(y, x).cpu())
+        sdrs.append(si_sdr_db(y[:, 0].cpu().double(), x[:, 0].cpu().double()))
     model.train(was_training)
     return {"val/mel_distance": float(torch.cat(mels).mean()),
             "val/si_sdr_db": float(torch.nanmean(torch.cat(sdrs)))}
 
 
 @torch.no_grad()
-def collect_latents(model: EuleroDec, source, seconds: float, batch_size: int = 8,
+def collect_latents(model: EuleroDec, source: LatentSource, seconds: float, batch_size: int = 8,
                     target_lufs: float = -16.0) -> torch.Tensor:
     """Encoder latent frames [N, H] (complex, eval mode) of about ``seconds`` of training audio.
 
@@ -199,6 +183,7 @@ def collect_latents(model: EuleroDec, source, seconds: float, batch_size: int = 
     sr = model.cfg.sample_rate_hz
 
     def encode(x: torch.Tensor) -> torch.Tensor:
+        """Latent frames ``[N, H]`` of ``x``."""
         return model.latent(x.to(device)).reshape(-1, model.cfg.latent_dim_complex)
 
     if isinstance(source, ExcerptSampler):
@@ -220,8 +205,8 @@ def collect_latents(model: EuleroDec, source, seconds: float, batch_size: int = 
     return torch.cat(frames)
 
 
-def refit_codebooks(model: EuleroDec, source, seconds: float, iters: int,
-                    frames_per_step: float, seed: int, weight_by: str = "frame") -> dict:
+def refit_codebooks(model: EuleroDec, source: LatentSource, seconds: float, iters: int,
+                    frames_per_step: float, seed: int, weight_by: str = "frame") -> dict[str, Any]:
     """Weighted k-means refit of every RVQ stage on fresh training latents; returns what to log."""
     t0 = time.time()
     z = collect_latents(model, source, seconds)
@@ -256,7 +241,7 @@ def perplexity_estimates(counts: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def heldout_usage(model: EuleroDec, files: list, max_seconds: float = 600.0, target_lufs: float | None = -16.0
+def heldout_usage(model: EuleroDec, files: Sequence[AudioFile], max_seconds: float = 600.0, target_lufs: float | None = -16.0
                   ) -> dict:
     """Per-stage perplexity and share of codes used when encoding whole held-out files (eval mode),
     with the perplexity a uniform code distribution would show on as many frames. Each file is
@@ -301,7 +286,8 @@ def codebook_report(model: EuleroDec) -> dict[str, float]:
         out[f"vq/perplexity/{i + 1}"] = ppl
         out[f"vq/usage/{i + 1}"] = use
         out[f"vq/restarts/{i + 1}"] = float(rs)
-    out["vq/assignments"] = float(model.quantizer.usage_counts[0].sum())
+    usage_counts = cast(torch.Tensor, model.quantizer.usage_counts)  # a registered buffer
+    out["vq/assignments"] = float(usage_counts[0].sum())
     return out
 
 
@@ -333,162 +319,165 @@ def codebooks_section(vq: dict[str, float], heldout: dict | None, config: Eulero
     return out
 
 
-def export_card(config_name: str, config: EuleroDecConfig, model: EuleroDec, *, step: int, wall_s: float,
-                device: str, data: dict, holdout: list[dict], validation: dict, codebooks: dict,
-                convergence: dict, batch_size: int, excerpt_s: float, lr: float) -> dict:
-    return {
-        "model": MODEL,
-        "name": f"eulerodec_{config_name}",
-        "config_name": config_name,
-        "config": config.to_dict(),
-        "sample_rate_hz": config.sample_rate_hz,
-        "frame_rate_hz": config.frame_rate_hz,
-        "n_codebooks": config.num_quantizers,
-        "codebook_size": config.codebook_size,
-        "nominal_kbps": config.nominal_kbps(),
-        "num_parameters": model.num_parameters(),
-        "complex_tensors": "stored as real [..., 2] views under NAME.__complex__",
-        "training": {
-            "steps": step, "wall_time_s": round(wall_s, 1), "device": device, "batch_size": batch_size,
-            "excerpt_s": excerpt_s, "lr": lr,
-            "recipe": "EuleroDec (arXiv 2601.17517), no discriminator: 7-scale mel L1 + compressed complex "
-                      "STFT L1 + complex spectral convergence + 0.05 commitment; EMA RVQ (decay 0.98->0.999), "
-                      "dead-code restarts from recent residuals; AdamW (0.9, 0.99), exponential LR decay",
-            "data": data, "holdout": holdout, "git_commit": git_commit(), "torch": torch.__version__,
-        },
-        "validation": validation,
-        "codebooks": codebooks,
-        "convergence": convergence,
-        "licence": "weights: the project's own work; training data licences listed under training.data",
-    }
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    """Validation values for the card: ``val/`` prefix dropped, 4 decimals."""
+    return {k.removeprefix("val/"): round(v, 4) for k, v in values.items()}
 
 
-def train(args: argparse.Namespace) -> int:
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    if args.config not in RECIPES:
-        from bench.registry import UnknownNameError, did_you_mean
+class EuleroDecRun(ModelRun[EuleroDecConfig, EuleroDecOptions]):
+    """EuleroDec in the training template: one network, EMA codebooks, optional k-means refits."""
 
-        raise UnknownNameError(f"unknown EuleroDec config {args.config!r}.{did_you_mean(args.config, list(RECIPES))}")
-    recipe = RECIPES[args.config]
-    config = get_config(args.config)
-    if args.codebook_weight_power is not None:
-        config.codebook_weight_power = float(args.codebook_weight_power)
-    batch_size = args.batch_size or recipe.batch_size
-    excerpt_s = args.excerpt_s or recipe.excerpt_s
-    lr = args.lr or recipe.lr
-    dist = setup_distributed(args.device)
-    if dist.enabled:
-        raise RuntimeError("EuleroDec training runs in one process (EMA codebooks are not synchronised)")
-    torch.manual_seed(args.seed)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    name = MODEL
+    title = "EuleroDec"
+    recipes = RECIPES
+    single_process = "EMA codebooks are not synchronised"
 
-    files = scan(args.data)
-    train_files, val_files = split_holdout(files, args.holdout_fraction)
-    sr = config.sample_rate_hz
-    sampler = ExcerptSampler(train_files, sr, excerpt_s, seed=args.seed * 1000)
-    val_clips, val_desc = validation_clips(val_files, sr, args.val_duration_s, args.val_per_group)
-    data_card = describe_data(train_files, args.data)
-    data_card["licences"] += [t for t in args.data_licence if t not in data_card["licences"]]
-    holdout = [{"path": f.path, "group": f.group} for f in val_files]
-    (out_dir / "holdout.json").write_text(json.dumps({"held_out_files": holdout, "validation_clips": val_desc},
-                                                     indent=2) + "\n")
+    @classmethod
+    def model_config(cls, recipe: Recipe[EuleroDecConfig], options: EuleroDecOptions) -> EuleroDecConfig:
+        """A copy of the recipe's config (the dataclass is mutable), with ``--codebook-weight-power``."""
+        if options.codebook_weight_power is None:
+            return replace(recipe.model)
+        return replace(recipe.model, codebook_weight_power=float(options.codebook_weight_power))
 
-    model = EuleroDec(config).to(dist.device)
-    trainer = EuleroDecTrainer(model, lr=lr, lr_gamma=args.lr_gamma, frozen_norm_stats=args.frozen_norm_stats)
-    modules, optimizers, schedulers = {"model": model}, {"model": trainer.opt}, {"model": trainer.sched}
-    start_step, start_wall = 0, 0.0
-    convergence: dict = {"mel_thresholds": {}, "history": []}
-    if args.resume:
-        start_step, start_wall, card = load_training_state(out_dir, model=MODEL, modules=modules,
-                                                           optimizers=optimizers, schedulers=schedulers)
-        convergence = card.get("extra", {}).get("convergence", convergence)
-        print(f"resumed from step {start_step} ({start_wall / 3600:.2f} h of training)")
-    device_text = device_description(dist.device)
-    print(f"EuleroDec {args.config}: {model.num_parameters() / 1e6:.3f} M parameters, "
-          f"{config.frame_rate_hz} frames/s, {config.nominal_kbps()} kbps; {len(train_files)} training files, "
-          f"{len(val_files)} held out ({val_clips.shape[0]} validation clips); device {device_text}", flush=True)
+    @staticmethod
+    def sample_rate_hz(config: EuleroDecConfig) -> int:
+        """The model's rate."""
+        return config.sample_rate_hz
 
-    last: dict[str, dict] = {"val": {}, "vq": {}}
-    t_start = time.time()
+    @property
+    def lr(self) -> float:
+        """``--lr``, else the recipe's learning rate."""
+        lr = self.options.lr or self.setup.recipe.lr
+        if lr is None:
+            raise ValueError(f"EuleroDec recipe {self.setup.cfg.config_name!r} has no learning rate")
+        return lr
 
-    convergence.setdefault("phases", []).append({
-        "start_step": start_step, "batch_size": batch_size, "excerpt_s": excerpt_s, "lr": lr,
-        "frozen_norm_stats": args.frozen_norm_stats, "kmeans_seconds": args.kmeans_seconds,
-        "kmeans_every": args.kmeans_every, "dead_after_steps": config.dead_after_steps,
-        "codebook_weight_power": config.codebook_weight_power})
-    frames_per_step = batch_size * model.latent_frames(sampler.excerpt_samples)
-    kmeans_source = (ExcerptSampler(train_files, sr, 2.0, seed=args.seed * 1000 + 7)
-                     if args.kmeans_pool == "excerpts" else train_files)
-    refits: list = convergence.setdefault("kmeans_refits", [])
+    def build(self) -> None:
+        """The network and its trainer on the run's device; empty convergence records."""
+        o = self.options
+        self.model = EuleroDec(self.config).to(self.setup.dist.device)
+        self.trainer = EuleroDecTrainer(self.model, lr=self.lr, lr_gamma=o.lr_gamma,
+                                        frozen_norm_stats=o.frozen_norm_stats)
+        self.convergence: dict[str, Any] = {"mel_thresholds": {}, "history": []}
+        self.last_val: dict[str, float] = {}
+        self.last_vq: dict[str, float] = {}
+        self.t_start, self.start_wall_s = time.time(), 0.0
 
-    def refit(step: int) -> None:
-        info = refit_codebooks(model, kmeans_source, args.kmeans_seconds, args.kmeans_iters, frames_per_step,
-                               seed=args.seed + step, weight_by=args.kmeans_weight_by)
-        refits.append({"step": step, **info})
+    def training_state(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The network, its optimiser and its schedule."""
+        return {"model": self.model}, {"model": self.trainer.opt}, {"model": self.trainer.sched}
+
+    def resumed(self, state_card: dict[str, Any]) -> None:
+        """The convergence records so far."""
+        self.convergence = state_card.get("extra", {}).get("convergence", self.convergence)
+
+    def summary(self) -> str:
+        """Size, rates, files and device."""
+        c, data = self.config, self.setup.data
+        return (f"EuleroDec {self.setup.cfg.config_name}: {self.model.num_parameters() / 1e6:.3f} M parameters, "
+                f"{c.frame_rate_hz} frames/s, {c.nominal_kbps()} kbps; {len(data.train_files)} training files, "
+                f"{len(data.val_files)} held out ({data.val_clips.shape[0]} validation clips); "
+                f"device {self.setup.device_text}")
+
+    def before_loop(self, start_step: int, start_wall_s: float) -> None:
+        """Record this session's phase; the k-means pool and its first refit."""
+        setup, o = self.setup, self.options
+        self.t_start, self.start_wall_s = time.time(), start_wall_s
+        self.convergence.setdefault("phases", []).append({
+            "start_step": start_step, "batch_size": setup.batch_size, "excerpt_s": setup.excerpt_s, "lr": self.lr,
+            "frozen_norm_stats": o.frozen_norm_stats, "kmeans_seconds": o.kmeans_seconds,
+            "kmeans_every": o.kmeans_every, "dead_after_steps": self.config.dead_after_steps,
+            "codebook_weight_power": self.config.codebook_weight_power})
+        self.frames_per_step = setup.batch_size * self.model.latent_frames(setup.sampler.excerpt_samples)
+        train_files = setup.data.train_files
+        self.kmeans_source: LatentSource = (
+            ExcerptSampler(train_files, setup.sample_rate_hz, KMEANS_EXCERPT_S, seed=setup.cfg.seed * 1000 + 7)
+            if o.kmeans_pool == "excerpts" else train_files)
+        self.refits: list[dict[str, Any]] = self.convergence.setdefault("kmeans_refits", [])
+        if o.kmeans_seconds > 0:
+            self.refit(start_step)
+
+    def refit(self, step: int) -> None:
+        """A k-means refit of the codebooks after ``step`` steps, recorded and printed."""
+        o = self.options
+        info = refit_codebooks(self.model, self.kmeans_source, o.kmeans_seconds, o.kmeans_iters, self.frames_per_step,
+                               seed=self.setup.cfg.seed + step, weight_by=o.kmeans_weight_by)
+        self.refits.append({"step": step, **info})
         print(f"step {step}: k-means refit on {info['frames']} latent frames in {info['wall_s']} s, perplexity "
               f"{[int(v) for v in info['perplexity']]}, relative error left {info['relative_error'][-1]}", flush=True)
 
-    if args.kmeans_seconds > 0:
-        refit(start_step)
+    def step(self, step: int) -> dict[str, float]:
+        """A refit when one is due, then one training step on a fresh batch."""
+        o, done = self.options, step - 1  # steps completed before this one
+        if o.kmeans_seconds > 0 and o.kmeans_every and done - self.refits[-1]["step"] >= o.kmeans_every:
+            self.refit(done)
+        return self.trainer.step(self.setup.sampler.batch(self.setup.batch_size).to(self.setup.dist.device))
 
-    def step_fn(step: int) -> dict[str, float]:
-        done = step - 1  # steps completed before this one
-        if args.kmeans_seconds > 0 and args.kmeans_every and done - refits[-1]["step"] >= args.kmeans_every:
-            refit(done)
-        return trainer.step(sampler.batch(batch_size).to(dist.device))
-
-    def validate_fn(step: int) -> dict[str, float]:
-        val = evaluate(model, val_clips)
-        vq = codebook_report(model)
-        model.quantizer.reset_stats()
-        wall_s = start_wall + time.time() - t_start
+    def _track(self, step: int, val: dict[str, float], vq: dict[str, float]) -> None:
+        """Thresholds first passed and the history line of this validation."""
+        wall_s = round(self.start_wall_s + time.time() - self.t_start, 1)
         mel_now = val["val/mel_distance"]
         for thr in MEL_THRESHOLDS:
             key = f"{thr:.2f}"
-            if mel_now < thr and key not in convergence["mel_thresholds"]:
-                convergence["mel_thresholds"][key] = {"step": step, "wall_s": round(wall_s, 1)}
-        convergence["history"].append({"step": step, "wall_s": round(wall_s, 1), "mel": round(mel_now, 4),
-                                       "si_sdr_db": round(val["val/si_sdr_db"], 3),
-                                       "mean_perplexity": round(sum(v for k, v in vq.items()
-                                                                    if k.startswith("vq/perplexity/")) /
-                                                                config.num_quantizers, 1)})
-        collapsed = collapsed_stages(vq, config.codebook_size)
-        print(f"step {step}: val mel {mel_now:.4f}, SI-SDR {val['val/si_sdr_db']:.2f} dB, perplexity "
-              f"{[int(vq[f'vq/perplexity/{i + 1}']) for i in range(config.num_quantizers)]}"
+            if mel_now < thr and key not in self.convergence["mel_thresholds"]:
+                self.convergence["mel_thresholds"][key] = {"step": step, "wall_s": wall_s}
+        perplexities = [v for k, v in vq.items() if k.startswith("vq/perplexity/")]
+        self.convergence["history"].append({
+            "step": step, "wall_s": wall_s, "mel": round(mel_now, 4), "si_sdr_db": round(val["val/si_sdr_db"], 3),
+            "mean_perplexity": round(sum(perplexities) / self.config.num_quantizers, 1)})
+
+    def validate(self, step: int) -> dict[str, float]:
+        """Mel distance, SI-SDR and the codebook statistics since the last validation (then reset)."""
+        c = self.config
+        val = evaluate(self.model, self.setup.data.val_clips)
+        vq = codebook_report(self.model)
+        self.model.quantizer.reset_stats()
+        self._track(step, val, vq)
+        collapsed = collapsed_stages(vq, c.codebook_size)
+        print(f"step {step}: val mel {val['val/mel_distance']:.4f}, SI-SDR {val['val/si_sdr_db']:.2f} dB, perplexity "
+              f"{[int(vq[f'vq/perplexity/{i + 1}']) for i in range(c.num_quantizers)]}"
               + (f" (stages under K/2: {collapsed})" if collapsed else ""), flush=True)
-        last["val"], last["vq"] = val, vq
+        self.last_val, self.last_vq = val, vq
         return {**val, **vq}
 
-    def save_fn(step: int, wall_s: float, final: bool) -> None:
-        save_training_state(out_dir, step, wall_s, model=MODEL, config=config.to_dict(), modules=modules,
-                            optimizers=optimizers, schedulers=schedulers,
-                            extra={"config_name": args.config, "convergence": convergence})
-        validation: dict = {"clips": len(val_desc), "duration_s_each": args.val_duration_s}
-        if final:
-            per_n = {}
-            for n in sorted({1, 2, 4, 6, 8, config.num_quantizers}):
-                per_n[str(n)] = {k.removeprefix("val/"): round(v, 4) for k, v in
-                                 evaluate(model, val_clips, n).items()}
-            validation["per_n_codebooks"] = per_n
-            validation["heldout_codebook_usage"] = heldout_usage(model, val_files)
-        else:
-            metrics = last["val"] or evaluate(model, val_clips)
-            validation[f"n_codebooks_{config.num_quantizers}"] = {k.removeprefix("val/"): round(v, 4)
-                                                                  for k, v in metrics.items()}
-        codebooks = codebooks_section(last["vq"], validation.get("heldout_codebook_usage"), config)
-        card = export_card(args.config, config, model, step=step, wall_s=wall_s, device=device_text,
-                           data=data_card, holdout=holdout, validation=validation, codebooks=codebooks,
-                           convergence=convergence, batch_size=batch_size, excerpt_s=excerpt_s, lr=lr)
-        save_checkpoint(out_dir / f"eulerodec_{args.config}.safetensors", model_state_for_saving(model), card,
-                        half=args.half)
+    def state_extra(self) -> dict[str, Any]:
+        """The convergence records, so a resumed run continues them."""
+        return {"convergence": self.convergence}
 
-    log = CsvLog(out_dir / "log.csv")
-    val_log = CsvLog(out_dir / "val.csv")
-    step, wall_s = train_loop(step_fn=step_fn, total_steps=args.steps, start_step=start_step,
-                              start_wall_s=start_wall, checkpoint_every=args.checkpoint_every,
-                              validate_every=args.validate_every, log_every=args.log_every, save_fn=save_fn,
-                              validate_fn=validate_fn, log=log, val_log=val_log, desc=f"eulerodec {args.config}")
-    print(f"done: step {step}, {wall_s:.0f} s of training; weights in {out_dir}/eulerodec_{args.config}.safetensors")
-    return 0
+    def validation(self, final: bool) -> dict[str, Any]:
+        """Prefix depths and held-out code usage in the final card, else the last validation."""
+        clips, nq = self.setup.data.val_clips, self.config.num_quantizers
+        if final:
+            per_n = {str(n): _rounded(evaluate(self.model, clips, n)) for n in sorted({1, 2, 4, 6, 8, nq})}
+            return {"per_n_codebooks": per_n,
+                    "heldout_codebook_usage": heldout_usage(self.model, self.setup.data.val_files)}
+        return {f"n_codebooks_{nq}": _rounded(self.last_val or evaluate(self.model, clips))}
+
+    def export_tensors(self) -> dict[str, torch.Tensor]:
+        """The network's state, complex tensors as real views."""
+        return model_state_for_saving(self.model)
+
+    def card_facts(self) -> dict[str, Any]:
+        """Rates, codebooks, nominal bitrate, parameter count, the complex-tensor convention."""
+        c = self.config
+        return {"sample_rate_hz": c.sample_rate_hz, "frame_rate_hz": c.frame_rate_hz, "n_codebooks": c.num_quantizers,
+                "codebook_size": c.codebook_size, "nominal_kbps": c.nominal_kbps(),
+                "num_parameters": self.model.num_parameters(),
+                "complex_tensors": "stored as real [..., 2] views under NAME.__complex__"}
+
+    def training_facts(self, step: int) -> dict[str, Any]:
+        """Learning rate and the recipe in words."""
+        return {"lr": self.lr, "recipe": RECIPE_TEXT}
+
+    def card_extra(self, validation: dict[str, Any]) -> dict[str, Any]:
+        """The codebook summary and the convergence records."""
+        return {"codebooks": codebooks_section(self.last_vq, validation.get("heldout_codebook_usage"), self.config),
+                "convergence": self.convergence}
+
+
+OPTIONS = EuleroDecOptions
+
+
+def train(config: TrainConfig[EuleroDecOptions]) -> int:
+    """Train EuleroDec as ``config`` says (``bench train eulerodec``); returns the exit code."""
+    return run_training(EuleroDecRun, config)

@@ -22,7 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Never
+from typing import Any, Callable, Iterable, Mapping, Never
 
 import torch
 
@@ -42,8 +42,9 @@ ADAMW_BETAS = (0.8, 0.99)
 LR_GAMMA = 0.999996
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float = ADAMW_LR,
+def make_optimizer(params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], lr: float = ADAMW_LR,
                    betas: tuple[float, float] = ADAMW_BETAS) -> torch.optim.AdamW:
+    """AdamW over ``params`` (parameters, or parameter groups with their own settings)."""
     return torch.optim.AdamW(params, lr=lr, betas=betas)
 
 
@@ -60,6 +61,8 @@ def clip_gradients(module: torch.nn.Module, max_norm: float) -> float:
 # ---- distributed ---------------------------------------------------------------------------------------
 @dataclass
 class DistInfo:
+    """This process's place in a (possibly single-process) run and its device."""
+
     rank: int
     world_size: int
     local_rank: int
@@ -67,10 +70,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that logs, validates and saves."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
+        """More than one process (DistributedDataParallel in use)."""
         return self.world_size > 1
 
 
@@ -93,6 +98,7 @@ def setup_distributed(device: str | None) -> DistInfo:
 
 
 def wrap_ddp(module: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
+    """``module`` under DistributedDataParallel when the run has several processes, else itself."""
     if not dist.enabled:
         return module
     from torch.nn.parallel import DistributedDataParallel
@@ -102,16 +108,19 @@ def wrap_ddp(module: torch.nn.Module, dist: DistInfo) -> torch.nn.Module:
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
     return getattr(module, "module", module)
 
 
 def device_description(device: torch.device) -> str:
+    """The device in words, for logs and cards (GPU name, or CPU with threads and cores)."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
     return f"CPU ({platform.machine()}, {torch.get_num_threads()} thread(s), {os.cpu_count()} core(s) on the host)"
 
 
 def git_commit() -> str | None:
+    """The repository's current commit (None outside a git checkout), recorded in cards."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
@@ -133,6 +142,7 @@ class CsvLog:
                 self.fields = next(csv.reader(f), None)
 
     def write(self, step: int, wall_s: float, values: dict[str, float]) -> None:
+        """Append one row (widening the header first when ``values`` brings new names)."""
         row: dict[str, Any] = {"step": step, "wall_s": round(wall_s, 2)}
         row.update({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
         if self.fields is None:
@@ -162,11 +172,13 @@ class Averager:
         self.count = 0
 
     def add(self, values: dict[str, float]) -> None:
+        """Add one step's values."""
         self.count += 1
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
 
     def pop(self) -> dict[str, float]:
+        """The means since the last pop; starts over."""
         out = {k: v / max(1, self.count) for k, v in self.sums.items()}
         self.sums, self.count = {}, 0
         return out
@@ -177,8 +189,8 @@ STATE_NAME = "train_state"
 
 
 def save_training_state(out_dir: str | Path, step: int, wall_s: float, *, model: str, config: dict,
-                        modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                        schedulers: dict[str, Any], extra: dict | None = None) -> Path:
+                        modules: Mapping[str, torch.nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+                        schedulers: Mapping[str, Any], extra: dict | None = None) -> Path:
     """Everything needed to resume: weights, optimiser moments, schedules, step, wall time."""
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
@@ -194,8 +206,8 @@ def save_training_state(out_dir: str | Path, step: int, wall_s: float, *, model:
     return save_checkpoint(Path(out_dir) / f"{STATE_NAME}.safetensors", tensors, card)
 
 
-def load_training_state(out_dir: str | Path, *, model: str, modules: dict[str, torch.nn.Module],
-                        optimizers: dict[str, torch.optim.Optimizer], schedulers: dict[str, Any]
+def load_training_state(out_dir: str | Path, *, model: str, modules: Mapping[str, torch.nn.Module],
+                        optimizers: Mapping[str, torch.optim.Optimizer], schedulers: Mapping[str, Any]
                         ) -> tuple[int, float, dict]:
     """Restore what :func:`save_training_state` wrote; returns (step, wall time, card)."""
     path = Path(out_dir) / f"{STATE_NAME}.safetensors"
@@ -213,7 +225,7 @@ def load_training_state(out_dir: str | Path, *, model: str, modules: dict[str, t
 
 # ---- the loop ----------------------------------------------------------------------------------------------
 class _Stop(Exception):
-    pass
+    """Raised by the SIGTERM handler to leave the loop through the saving path."""
 
 
 def train_loop(*, step_fn: Callable[[int], dict[str, float]], total_steps: int, start_step: int = 0,
@@ -236,7 +248,7 @@ def train_loop(*, step_fn: Callable[[int], dict[str, float]], total_steps: int, 
     def wall() -> float:
         return start_wall_s + time.time() - t0
 
-    def on_term(signum, frame) -> Never:  # noqa: ARG001
+    def on_term(signum: int, frame: Any) -> Never:  # noqa: ARG001
         raise _Stop()
 
     try:
@@ -260,8 +272,9 @@ def train_loop(*, step_fn: Callable[[int], dict[str, float]], total_steps: int, 
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:4]})
             if validate_fn is not None and validate_every and step % validate_every == 0:
                 val = validate_fn(step)
-                if is_main and val and (val_log or log) is not None:
-                    (val_log or log).write(step, wall(), val)
+                target = val_log or log
+                if is_main and val and target is not None:
+                    target.write(step, wall(), val)
             if checkpoint_every and step % checkpoint_every == 0 and step < total_steps:
                 save_fn(step, wall(), False)
     except (_Stop, KeyboardInterrupt):

@@ -25,6 +25,7 @@ class LossWeights:
     commitment: float = 0.25
 
     def to_dict(self) -> dict:
+        """The weights by term, for cards."""
         return asdict(self)
 
 

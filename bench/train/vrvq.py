@@ -21,52 +21,29 @@ level, which the codec adapter uses as the nominal rate of its VBR operating poi
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
-from bench.cli.args import float_range, non_negative_int
-from bench.models.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    module_tensors,
-    save_checkpoint,
-)
-from bench.models.dac_model import count_parameters
+from bench.models.checkpoint import CheckpointError, load_checkpoint
+from bench.models.dac_model import GeneratorOutput, count_parameters
 from bench.models.vrvq_model import CONFIGS, VRVQ, VRVQConfig
+from bench.train.config import TrainConfig
 from bench.train.dac import RECIPES as DAC_RECIPES
-from bench.train.dac import DACTrainer
-from bench.train.data import (
-    ExcerptSampler,
-    describe_data,
-    scan,
-    split_holdout,
-    validation_clips,
-)
-from bench.train.discriminators import Discriminator, DiscriminatorConfig
-from bench.train.loop import (
-    CsvLog,
-    device_description,
-    git_commit,
-    load_training_state,
-    make_optimizer,
-    make_scheduler,
-    save_training_state,
-    setup_distributed,
-    train_loop,
-    unwrap,
-    wrap_ddp,
-)
+from bench.train.dac import DACTrainer, GANRun
+from bench.train.discriminators import Discriminator
+from bench.train.loop import make_optimizer, make_scheduler, unwrap
 from bench.train.losses import LossWeights
+from bench.train.template import Recipe, run_training
 
 MODEL = "vrvq"
 #: the VBR levels validated and written to the card (the codec's VBR operating points)
 LEVELS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 VAL_LEVEL = 2.0  # the level tracked at every periodic validation (besides all codebooks)
+KBPS_NOTE = ("payload kbps: 10 bits per active code + ceil(log2 N_q) bits per frame of side information in VBR; "
+             "header not counted")
 
 
 @dataclass(frozen=True)
@@ -77,41 +54,24 @@ class VRVQLossWeights(LossWeights):
 
 
 @dataclass(frozen=True)
-class Recipe:
-    model: VRVQConfig
-    discriminator: DiscriminatorConfig
-    batch_size: int
-    excerpt_s: float = 0.38
+class VRVQOptions:
+    """VRVQ's own training options (``bench train vrvq --help``)."""
+
+    lr: float = 1e-4  # AdamW, generator and discriminator
+    excerpt_s: float | None = None  # None: the recipe's (0.38 s)
+    adv_start_step: int = 0  # discriminator-free warm-up up to this step (0: DAC's recipe)
+    importance_lr: float | None = None  # None: ``lr``, as in the paper
+    rate_weight: float = 2.0  # lambda of the rate term
+    surrogate: str = "logcosh"  # gradient surrogate of the mask: "logcosh" (paper) or "saturated"
+    alpha: float = 2.0  # log-cosh surrogate sharpness
+    init_from: str | None = None  # a DAC checkpoint to warm-start from
 
 
-RECIPES: dict[str, Recipe] = {
-    name: Recipe(CONFIGS[name], r.discriminator, r.batch_size, r.excerpt_s) for name, r in DAC_RECIPES.items()
+#: DAC's recipes on the VRVQ configs of the same names (same discriminators, batches, excerpts)
+RECIPES: dict[str, Recipe[VRVQConfig]] = {
+    name: Recipe(CONFIGS[name], r.batch_size, r.excerpt_s, discriminator=r.discriminator)
+    for name, r in DAC_RECIPES.items()
 }
-
-
-def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        from bench.registry import UnknownNameError, did_you_mean
-
-        raise UnknownNameError(f"unknown VRVQ config {name!r}.{did_you_mean(name, list(RECIPES))}")
-    return RECIPES[name]
-
-
-def add_model_arguments(p: argparse._ArgumentGroup) -> None:
-    p.add_argument("--lr", type=float_range(0.0, lo_open=True), default=1e-4, help="AdamW learning rate (generator and discriminator)")
-    p.add_argument("--excerpt-s", type=float_range(0.0, lo_open=True), default=None, help="excerpt length (default 0.38 s)")
-    p.add_argument("--adv-start-step", type=non_negative_int, default=0,
-                   help="train without the discriminator (mel + VQ + rate terms only) up to this step; 0 = the "
-                        "DAC recipe (adversarial from the start)")
-    p.add_argument("--importance-lr", type=float_range(0.0, lo_open=True), default=None,
-                   help="learning rate of the importance net (default: --lr, as in the paper)")
-    p.add_argument("--rate-weight", type=float_range(0.0), default=2.0, help="lambda of the rate term lambda x mean(p)")
-    p.add_argument("--surrogate", choices=("logcosh", "saturated"), default="logcosh",
-                   help="gradient surrogate of the mask: the paper's log-cosh, or the baseline saturated identity")
-    p.add_argument("--alpha", type=float_range(0.0, lo_open=True), default=2.0, help="log-cosh surrogate sharpness")
-    p.add_argument("--init-from", default=None, metavar="DAC_CKPT",
-                   help="warm-start from a DAC checkpoint (dac_<config>.safetensors or a DAC train_state) "
-                        "of the same backbone config")
 
 
 class VRVQTrainer(DACTrainer):
@@ -124,14 +84,16 @@ class VRVQTrainer(DACTrainer):
                          weights=VRVQLossWeights(rate=rate_weight))
         if importance_lr is not None and importance_lr != lr:
             # one optimiser, two parameter groups: the importance net at its own learning rate
-            imp = list(unwrap(generator).importance.parameters())
+            imp = list(cast(VRVQ, unwrap(generator)).importance.parameters())
             ids = {id(q) for q in imp}
             rest = [q for q in generator.parameters() if id(q) not in ids]
-            self.opt_g = make_optimizer([{"params": rest}, {"params": imp, "lr": importance_lr}], lr=lr)
+            groups: list[dict[str, Any]] = [{"params": rest}, {"params": imp, "lr": importance_lr}]
+            self.opt_g = make_optimizer(groups, lr=lr)
             self.sched_g = make_scheduler(self.opt_g)
         self._stats: dict[str, float] = {}
 
-    def generator_terms(self, real: torch.Tensor, out) -> dict[str, torch.Tensor]:
+    def generator_terms(self, real: torch.Tensor, out: GeneratorOutput) -> dict[str, torch.Tensor]:
+        """DAC's terms plus the rate term; records the mean codebook count of the VBR items."""
         terms = super().generator_terms(real, out)
         terms["rate"] = out.extra["rate_loss"]
         vbr = out.extra["vbr_items"]
@@ -140,12 +102,14 @@ class VRVQTrainer(DACTrainer):
         return terms
 
     def step(self, real: torch.Tensor, adversarial: bool = True) -> dict[str, float]:
+        """DAC's step, plus the VBR statistics of its batch."""
         values = super().step(real, adversarial=adversarial)
         values.update(self._stats)
         return values
 
 
 def _level_name(level: float) -> str:
+    """The card's and the codec's name of a VBR level (``L2``)."""
     return f"L{level:g}"
 
 
@@ -159,7 +123,7 @@ def evaluate(generator: torch.nn.Module, clips: torch.Tensor, sample_rate_hz: in
     from bench.metrics.mel import MultiScaleMelDistance
     from bench.metrics.si_sdr import si_sdr_db
 
-    model = unwrap(generator)
+    model = cast(VRVQ, unwrap(generator))
     was_training = model.training
     model.eval()
     cfg = model.vrvq_config
@@ -201,41 +165,6 @@ def warm_start(generator: VRVQ, discriminator: torch.nn.Module, path: str) -> di
             "discriminator": bool(disc)}
 
 
-def export_card(config_name: str, config: VRVQConfig, *, step: int, wall_s: float, device: str, data: dict,
-                holdout: list[dict], validation: dict, batch_size: int, excerpt_s: float, rate_weight: float,
-                init: dict | None, num_parameters: int, lr: float, adv_start_step: int,
-                discriminator: dict, importance_lr: float | None = None) -> dict:
-    bb = config.backbone
-    return {
-        "model": MODEL,
-        "name": f"vrvq_{config_name}",
-        "config_name": config_name,
-        "config": config.to_dict(),
-        "sample_rate_hz": bb.sample_rate_hz,
-        "frame_rate_hz": bb.frame_rate_hz,
-        "n_codebooks": bb.n_codebooks,
-        "codebook_size": bb.codebook_size,
-        "num_parameters": num_parameters,
-        "training": {
-            "steps": step, "wall_time_s": round(wall_s, 1), "device": device, "batch_size": batch_size,
-            "excerpt_s": excerpt_s, "lr": lr, "importance_lr": importance_lr or lr,
-            "adversarial_from_step": adv_start_step,
-            "adversarial_steps": max(0, step - adv_start_step), "discriminator": discriminator,
-            "recipe": ("VRVQ (Chae et al. 2025) on DAC: level ~ U[{:g}, {:g}] per item, {:g}% of each batch with "
-                       "all codebooks, quantizer dropout 0, rate loss {:g} x mean(p) on importance-mapped items, "
-                       "{} surrogate (alpha {:g}); otherwise DAC: AdamW lr {:g} (importance net {:g}), betas "
-                       "(0.8, 0.99), ExponentialLR 0.999996, 15 mel + 1 codebook + 0.25 commitment, plus 2 feature "
-                       "+ 1 adversarial (LSGAN; MPD + multi-band complex STFT discriminator) from step {}").format(
-                config.level_min, config.level_max, 100 * config.full_codebook_rate, rate_weight,
-                config.surrogate, config.alpha, lr, importance_lr or lr, adv_start_step + 1),
-            "warm_start": init,
-            "data": data, "holdout": holdout, "git_commit": git_commit(), "torch": torch.__version__,
-        },
-        "validation": validation,
-        "licence": "weights: the project's own work; training data licences listed under training.data",
-    }
-
-
 def full_validation(generator: torch.nn.Module, clips: torch.Tensor, sr: int, n_codebooks: int) -> dict:
     """Every VBR level of :data:`LEVELS` and every CBR count: the card's R-D table."""
     vbr = {_level_name(lv): {k: round(v, 4) for k, v in evaluate(generator, clips, sr, level=lv).items()}
@@ -245,106 +174,108 @@ def full_validation(generator: torch.nn.Module, clips: torch.Tensor, sr: int, n_
     return {"vbr_levels": vbr, "cbr_n_codebooks": cbr}
 
 
-def train(args: argparse.Namespace) -> int:
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    recipe = get_recipe(args.config)
-    config = replace(recipe.model, surrogate=args.surrogate, alpha=args.alpha)
-    batch_size = args.batch_size or recipe.batch_size
-    excerpt_s = args.excerpt_s or recipe.excerpt_s
-    dist = setup_distributed(args.device)
-    torch.manual_seed(args.seed + dist.rank)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    """Validation values for the card: ``val/`` prefix dropped, 4 decimals."""
+    return {k.removeprefix("val/"): round(v, 4) for k, v in values.items()}
 
-    files = scan(args.data)
-    train_files, val_files = split_holdout(files, args.holdout_fraction)  # the same split as DAC's
-    sr = config.backbone.sample_rate_hz
-    sampler = ExcerptSampler(train_files, sr, excerpt_s, seed=args.seed * 1000 + dist.rank)
-    val_clips, val_desc = validation_clips(val_files, sr, args.val_duration_s, args.val_per_group)
-    data_card = describe_data(train_files, args.data)
-    data_card["licences"] += [t for t in args.data_licence if t not in data_card["licences"]]
-    holdout = [{"path": f.path, "group": f.group} for f in val_files]
-    if dist.is_main:
-        (out_dir / "holdout.json").write_text(json.dumps({"held_out_files": holdout, "validation_clips": val_desc},
-                                                         indent=2) + "\n")
 
-    generator = VRVQ(config).to(dist.device)
-    discriminator = Discriminator(recipe.discriminator).to(dist.device)
-    init_note = None
-    trainer = VRVQTrainer(generator, discriminator, sample_rate_hz=sr, lr=args.lr, rate_weight=args.rate_weight,
-                          importance_lr=args.importance_lr)
-    start_step, start_wall = 0, 0.0
-    if args.resume:
-        start_step, start_wall, state_card = load_training_state(
-            out_dir, model=MODEL, modules=trainer.modules(), optimizers=trainer.optimizers(),
-            schedulers=trainer.schedulers())
-        init_note = state_card.get("extra", {}).get("warm_start")
-        print(f"resumed from step {start_step} ({start_wall / 3600:.2f} h of training)")
-    elif args.init_from:
-        init_note = warm_start(generator, discriminator, args.init_from)
-        print(f"warm start from {init_note['path']} (DAC step {init_note['dac_steps']}, "
-              f"discriminator {'loaded' if init_note['discriminator'] else 'fresh'})")
-    trainer.generator = wrap_ddp(generator, dist)
-    trainer.discriminator = wrap_ddp(discriminator, dist)
-    device_text = device_description(dist.device) + (f" x {dist.world_size} processes" if dist.enabled else "")
-    if dist.is_main:
-        print(f"VRVQ {args.config}: {count_parameters(generator) / 1e6:.2f} M generator "
-              f"({count_parameters(generator.importance) / 1e3:.1f} k importance net), "
-              f"{count_parameters(discriminator) / 1e6:.2f} M discriminator parameters; "
-              f"{len(train_files)} training files, {len(val_files)} held out; device {device_text}")
+class VRVQRun(GANRun[VRVQConfig, VRVQOptions]):
+    """VRVQ in the training template: DAC's run with the VRVQ generator, warm start and VBR validation."""
 
-    nq = config.n_codebooks
-    last_val: dict[str, float] = {}
+    name = MODEL
+    title = "VRVQ"
+    recipes = RECIPES
 
-    def step_fn(step: int) -> dict[str, float]:
-        return trainer.step(sampler.batch(batch_size).to(dist.device), adversarial=step > args.adv_start_step)
+    @classmethod
+    def model_config(cls, recipe: Recipe[VRVQConfig], options: VRVQOptions) -> VRVQConfig:
+        """The recipe's config with the chosen surrogate and its sharpness."""
+        return replace(recipe.model, surrogate=options.surrogate, alpha=options.alpha)
 
-    def validate_fn(step: int) -> dict[str, float]:
-        if not dist.is_main:
-            return {}
-        last_val.clear()
+    @staticmethod
+    def sample_rate_hz(config: VRVQConfig) -> int:
+        """The backbone's rate."""
+        return config.backbone.sample_rate_hz
+
+    def build(self) -> None:
+        """VRVQ generator, discriminator and the VRVQ trainer on the run's device."""
+        device, o = self.setup.dist.device, self.options
+        self.vrvq = VRVQ(self.config).to(device)
+        self.generator = self.vrvq
+        self.discriminator = Discriminator(self.discriminator_config).to(device)
+        self.trainer = VRVQTrainer(self.generator, self.discriminator, sample_rate_hz=self.setup.sample_rate_hz,
+                                   lr=o.lr, rate_weight=o.rate_weight, importance_lr=o.importance_lr)
+        self.init_note: dict[str, Any] | None = None
+        self.last_val: dict[str, float] = {}
+
+    def resumed(self, state_card: dict[str, Any]) -> None:
+        """The warm-start note the run started with."""
+        self.init_note = state_card.get("extra", {}).get("warm_start")
+
+    def fresh_start(self) -> None:
+        """Warm start from ``--init-from`` when given."""
+        if self.options.init_from:
+            note = warm_start(self.vrvq, self.discriminator, self.options.init_from)
+            self.init_note = note
+            print(f"warm start from {note['path']} (DAC step {note['dac_steps']}, "
+                  f"discriminator {'loaded' if note['discriminator'] else 'fresh'})")
+
+    def summary(self) -> str:
+        """Parameter counts (importance net apart), files and device."""
+        return (f"{self.title} {self.setup.cfg.config_name}: {count_parameters(self.generator) / 1e6:.2f} M generator "
+                f"({count_parameters(self.vrvq.importance) / 1e3:.1f} k importance net), "
+                f"{count_parameters(self.discriminator) / 1e6:.2f} M discriminator parameters; {self.data_line()}")
+
+    def validate(self, step: int) -> dict[str, float]:
+        """All codebooks (CBR) and level :data:`VAL_LEVEL` (VBR)."""
+        clips, sr, nq = self.setup.data.val_clips, self.setup.sample_rate_hz, self.config.n_codebooks
+        self.last_val = {}
         for key, kwargs in ((f"n{nq}", {"n_codebooks": nq}), (_level_name(VAL_LEVEL), {"level": VAL_LEVEL})):
-            for k, v in evaluate(generator, val_clips, sr, **kwargs).items():
-                last_val[f"val/{key}/{k}"] = v
-        return dict(last_val)
+            for k, v in evaluate(self.generator, clips, sr, **kwargs).items():
+                self.last_val[f"val/{key}/{k}"] = v
+        return dict(self.last_val)
 
-    def save_fn(step: int, wall_s: float, final: bool) -> None:
-        if not dist.is_main:
-            return
-        save_training_state(out_dir, step, wall_s, model=MODEL, config=config.to_dict(),
-                            modules=trainer.modules(), optimizers=trainer.optimizers(),
-                            schedulers=trainer.schedulers(),
-                            extra={"config_name": args.config, "warm_start": init_note})
-        validation: dict = {"clips": len(val_desc), "duration_s_each": args.val_duration_s,
-                            "groups": sorted({d["group"] for d in val_desc}),
-                            "kbps_note": "payload kbps: 10 bits per active code + ceil(log2 N_q) bits per frame "
-                                         "of side information in VBR; header not counted"}
+    def state_extra(self) -> dict[str, Any]:
+        """The warm-start note, so a resumed run's card still names it."""
+        return {"warm_start": self.init_note}
+
+    def validation(self, final: bool) -> dict[str, Any]:
+        """The R-D table of every level and count in the final card, else the last validation."""
+        out: dict[str, Any] = {"groups": sorted({d["group"] for d in self.setup.data.val_desc}), "kbps_note": KBPS_NOTE}
         if final:
-            validation.update(full_validation(generator, val_clips, sr, nq))
+            out.update(full_validation(self.generator, self.setup.data.val_clips, self.setup.sample_rate_hz,
+                                       self.config.n_codebooks))
         else:
-            validation["last"] = {k.removeprefix("val/"): round(v, 4) for k, v in
-                                  (last_val or validate_fn(step)).items()}
-        card = export_card(args.config, config, step=step, wall_s=wall_s, device=device_text, data=data_card,
-                           holdout=holdout, validation=validation, batch_size=batch_size * dist.world_size,
-                           excerpt_s=excerpt_s, rate_weight=args.rate_weight, init=init_note,
-                           num_parameters=count_parameters(generator), lr=args.lr,
-                           adv_start_step=args.adv_start_step, discriminator=recipe.discriminator.to_dict(),
-                           importance_lr=args.importance_lr)
-        save_checkpoint(out_dir / f"vrvq_{args.config}.safetensors", module_tensors("generator", generator), card,
-                        half=args.half)
+            out["last"] = _rounded(self.last_val or self.validate(0))
+        return out
 
-    log = CsvLog(out_dir / "log.csv") if dist.is_main else None
-    val_log = CsvLog(out_dir / "val.csv") if dist.is_main else None
-    t = time.time()
-    step, wall_s = train_loop(step_fn=step_fn, total_steps=args.steps, start_step=start_step,
-                              start_wall_s=start_wall, checkpoint_every=args.checkpoint_every,
-                              validate_every=args.validate_every, log_every=args.log_every, save_fn=save_fn,
-                              validate_fn=validate_fn, log=log, val_log=val_log, is_main=dist.is_main,
-                              desc=f"vrvq {args.config}")
-    if dist.is_main:
-        print(f"done: step {step}, {time.time() - t:.0f} s this session; "
-              f"weights in {out_dir}/vrvq_{args.config}.safetensors")
-    if dist.enabled:
-        torch.distributed.destroy_process_group()
-    return 0
+    def card_facts(self) -> dict[str, Any]:
+        """The backbone's rates and codebooks, and the generator's parameter count."""
+        bb = self.config.backbone
+        return {"sample_rate_hz": bb.sample_rate_hz, "frame_rate_hz": bb.frame_rate_hz, "n_codebooks": bb.n_codebooks,
+                "codebook_size": bb.codebook_size, "num_parameters": count_parameters(self.generator)}
+
+    def training_facts(self, step: int) -> dict[str, Any]:
+        """Learning rates, warm-up, discriminator, the recipe in words and the warm start."""
+        o = self.options
+        gan = self.gan_facts(step)
+        return {"lr": gan.pop("lr"), "importance_lr": o.importance_lr or o.lr, **gan,
+                "recipe": recipe_text(self.config, o), "warm_start": self.init_note}
+
+
+def recipe_text(config: VRVQConfig, options: VRVQOptions) -> str:
+    """What the run did, in words, for the card."""
+    return ("VRVQ (Chae et al. 2025) on DAC: level ~ U[{:g}, {:g}] per item, {:g}% of each batch with "
+            "all codebooks, quantizer dropout 0, rate loss {:g} x mean(p) on importance-mapped items, "
+            "{} surrogate (alpha {:g}); otherwise DAC: AdamW lr {:g} (importance net {:g}), betas "
+            "(0.8, 0.99), ExponentialLR 0.999996, 15 mel + 1 codebook + 0.25 commitment, plus 2 feature "
+            "+ 1 adversarial (LSGAN; MPD + multi-band complex STFT discriminator) from step {}").format(
+        config.level_min, config.level_max, 100 * config.full_codebook_rate, options.rate_weight,
+        config.surrogate, config.alpha, options.lr, options.importance_lr or options.lr, options.adv_start_step + 1)
+
+
+OPTIONS = VRVQOptions
+
+
+def train(config: TrainConfig[VRVQOptions]) -> int:
+    """Train VRVQ as ``config`` says (``bench train vrvq``); returns the exit code."""
+    return run_training(VRVQRun, config)
