@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from bench.codecs.base import Codec
 
 SINGLE = ""  # the label of the checkpoint of a one-checkpoint codec
+
+
+NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)
 
 
 class CheckpointCodec(Codec):
@@ -133,6 +136,34 @@ class CheckpointCodec(Codec):
         joined = ",".join(f"{label}={card.get('weights_sha256', 'none')}"
                           for label, (_, card) in sorted(self.cards.items()))
         return hashlib.sha256(joined.encode()).hexdigest()[:32]
+
+    def build_network(self, config: Any) -> torch.nn.Module:
+        """A one-checkpoint codec's network for ``config``, before its weights are loaded."""
+        raise TypeError(f"{type(self).__name__} must implement build_network (or its own _load)")
+
+    def _load(self) -> None:
+        """Read and verify the one checkpoint, build the network in eval mode on ``self.device``."""
+        from bench.models.checkpoint import load_checkpoint, load_module
+
+        tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model=self.name)
+        model = self.build_network(self.config)
+        load_module(model, tensors, "generator", source=str(self.checkpoint_path))
+        self.model = model.eval().to(self.device)
+
+    def num_parameters(self) -> int | None:
+        """Parameters of the loaded network, else the count the card records (a set overrides this)."""
+        if self.model is not None:
+            return sum(p.numel() for p in self.model.parameters())
+        count = self.card.get("num_parameters")
+        return count if isinstance(count, int) else None
+
+    def _network_as(self, kind: type[NetworkT]) -> NetworkT:
+        """The one network, loaded on first use, checked to be a ``kind``."""
+        if not self._loaded:
+            self.load(self.device)
+        if not isinstance(self.model, kind):
+            raise RuntimeError(f"{self.name}: load() left no {kind.__name__} network")
+        return self.model
 
     def load(self, device: str | torch.device = "cpu") -> "CheckpointCodec":
         """Load the networks once, and move them to ``device`` on every call."""

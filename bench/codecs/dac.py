@@ -43,6 +43,18 @@ class DACCodec(CheckpointCodec):
         """The shipped ``small`` model, used when no checkpoint is given."""
         return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
 
+    def build_network(self, config: DACConfig) -> DAC:
+        """A DAC network of the card's config (weights are loaded by the base class)."""
+        from bench.models.dac_model import DAC
+
+        return DAC(config)
+
+    def network(self) -> DAC:
+        """The network, loaded on first use."""
+        from bench.models.dac_model import DAC
+
+        return self._network_as(DAC)
+
     def config_from_dict(self, config: dict[str, Any]) -> DACConfig:
         """The :class:`~bench.models.dac_model.DACConfig` recorded in the card."""
         from bench.models.dac_model import DACConfig
@@ -72,52 +84,15 @@ class DACCodec(CheckpointCodec):
             sweep=_sweep([p.name for p in ops]),
         )
 
-    @property
-    def checkpoint_hash(self) -> str:
-        """The SHA-256 of the weights file, as recorded (and verified on load) in the card."""
-        return self.card.get("weights_sha256", "none")
-
-    def num_parameters(self) -> int | None:
-        """Parameters of the loaded network, else the count the card records."""
-        if self.model is not None:
-            return sum(p.numel() for p in self.model.parameters())
-        return self.card.get("num_parameters")
-
-    def _load(self) -> None:
-        """Read and verify the checkpoint, build the network in eval mode on ``self.device``."""
-        from bench.models.checkpoint import load_checkpoint, load_module
-        from bench.models.dac_model import DAC
-
-        tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model="dac")
-        model = DAC(self.config)
-        load_module(model, tensors, "generator", source=str(self.checkpoint_path))
-        self.model = model.eval().to(self.device)
-
-    def load(self, device: str | torch.device = "cpu") -> "DACCodec":
-        """Load once; a later call with another device moves the network there."""
-        super().load(device)
-        if self.model is not None:
-            self.model.to(self.device)
-        return self
-
-    # --- coding ----------------------------------------------------------------------------
     def _n_codebooks(self, op: OperatingPoint) -> int:
         """Codebooks an operating point sends."""
         return int(op.params.get("n_codebooks", op.name))
-
-    def _network(self) -> DAC:
-        """The network, loaded on first use."""
-        if not self._loaded:
-            self.load(self.device)
-        if self.model is None:
-            raise RuntimeError("dac: load() left no network")
-        return self.model
 
     def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
         """Codes ``[B, n, frames]`` (int64) of mono ``wav [B, 1, T]``: full depth once, then the first n."""
         op = self.resolve_op(operating_point)
         wav = self.check_wav(wav, 1)
-        model = self._network()
+        model = self.network()
         full = self.memoized("full", wav, lambda: model.encode(wav.to(self.device, torch.float32),
                                                                self.config.n_codebooks))
         codes = full[:, : self._n_codebooks(op)]
@@ -126,7 +101,7 @@ class DACCodec(CheckpointCodec):
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
         """Audio ``[B, 1, num_samples]`` (float32, CPU) from the codes payload."""
-        model = self._network()
+        model = self.network()
         codes = torch.as_tensor(encoded.payload, dtype=torch.long)
         audio = model.decode(codes.to(self.device), encoded.num_samples)
         return audio.float().cpu()

@@ -90,6 +90,18 @@ class VRVQCodec(CheckpointCodec):
         """The shipped ``small`` model, used when no checkpoint is given."""
         return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
 
+    def build_network(self, config: VRVQConfig) -> VRVQ:
+        """A VRVQ network of the card's config (weights are loaded by the base class)."""
+        from bench.models.vrvq_model import VRVQ
+
+        return VRVQ(config)
+
+    def network(self) -> VRVQ:
+        """The network, loaded on first use."""
+        from bench.models.vrvq_model import VRVQ
+
+        return self._network_as(VRVQ)
+
     def config_from_dict(self, config: dict[str, Any]) -> VRVQConfig:
         """The :class:`~bench.models.vrvq_model.VRVQConfig` recorded in the card."""
         from bench.models.vrvq_model import VRVQConfig
@@ -144,43 +156,6 @@ class VRVQCodec(CheckpointCodec):
             sweep=[p.name for p in ops if p.name in {"L0.5", "L2", "L6", "n1", "n2", f"n{bb.n_codebooks}"}],
         )
 
-    @property
-    def checkpoint_hash(self) -> str:
-        """The SHA-256 of the weights file, as recorded (and verified on load) in the card."""
-        return self.card.get("weights_sha256", "none")
-
-    def num_parameters(self) -> int | None:
-        """Parameters of the loaded network, else the count the card records."""
-        if self.model is not None:
-            return sum(p.numel() for p in self.model.parameters())
-        return self.card.get("num_parameters")
-
-    def _load(self) -> None:
-        """Read and verify the checkpoint, build the network in eval mode on ``self.device``."""
-        from bench.models.checkpoint import load_checkpoint, load_module
-        from bench.models.vrvq_model import VRVQ
-
-        tensors, _ = load_checkpoint(self.checkpoint or self.checkpoint_path, model="vrvq")
-        model = VRVQ(self.config)
-        load_module(model, tensors, "generator", source=str(self.checkpoint_path))
-        self.model = model.eval().to(self.device)
-
-    def load(self, device: str | torch.device = "cpu") -> "VRVQCodec":
-        """Load once; a later call with another device moves the network there."""
-        super().load(device)
-        if self.model is not None:
-            self.model.to(self.device)
-        return self
-
-    # --- coding ----------------------------------------------------------------------------------------
-    def _network(self) -> VRVQ:
-        """The network, loaded on first use."""
-        if not self._loaded:
-            self.load(self.device)
-        if self.model is None:
-            raise RuntimeError("vrvq: load() left no network")
-        return self.model
-
     def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
         """Payload ``{"codes": [B, n, frames], "counts": [B, frames]}`` (int64) of mono ``wav [B, 1, T]``.
 
@@ -188,7 +163,7 @@ class VRVQCodec(CheckpointCodec):
         """
         op = self.resolve_op(operating_point)
         wav = self.check_wav(wav, 1)
-        model = self._network()
+        model = self.network()
         x = wav.to(self.device, torch.float32)
         if op.kind == "vbr":
             codes, counts = model.encode_frames(x, level=float(op.params["level"]))
@@ -199,7 +174,7 @@ class VRVQCodec(CheckpointCodec):
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
         """Audio ``[B, 1, num_samples]`` (float32, CPU) from the codes and per-frame counts."""
-        model = self._network()
+        model = self.network()
         codes = torch.as_tensor(encoded.payload["codes"], dtype=torch.long).to(self.device)
         counts = torch.as_tensor(encoded.payload["counts"], dtype=torch.long).to(self.device)
         return model.decode_frames(codes, counts, encoded.num_samples).float().cpu()
