@@ -70,6 +70,17 @@ def _lloyd(residual: torch.Tensor, w: torch.Tensor, k: int, iters: int, gen: tor
 class ComplexResidualVQ(nn.Module):
     """RVQ over complex vectors ``[B, T, H]`` (complex64), EMA codebooks over their real 2H form."""
 
+    # registered buffers (declared for the type checker; created in __init__)
+    codebooks: torch.Tensor  # [nq, K, 2H]
+    ema_cluster_size: torch.Tensor  # [nq, K]
+    ema_embed_sum: torch.Tensor  # [nq, K, 2H]
+    last_used_step: torch.Tensor  # [nq, K] long
+    step: torch.Tensor  # [] long
+    initialized: torch.Tensor  # [] bool
+    usage_counts: torch.Tensor  # [nq, K], not saved
+    restarts: torch.Tensor  # [nq] long, not saved
+    reservoir: torch.Tensor  # [nq, N, 2H], not saved
+
     def __init__(self, dim_complex: int, num_quantizers: int = 12, codebook_size: int = 2048,
                  beta: float = 0.05, decay_start: float = 0.98, decay_end: float = 0.999,
                  decay_warmup_steps: int = 5000, dead_after_steps: int = 200,
@@ -101,6 +112,7 @@ class ComplexResidualVQ(nn.Module):
         return self.decay_start + (self.decay_end - self.decay_start) * frac
 
     def reset_stats(self) -> None:
+        """Zero the usage and restart counters (kept per measurement window, not saved)."""
         self.usage_counts.zero_()
         self.restarts.zero_()
 
@@ -287,7 +299,7 @@ class ComplexResidualVQ(nn.Module):
                     self._init_from(residual, stage)
                 residuals_seen.append(residual[torch.randperm(residual.shape[0])[: self.reservoir_size]])
             idx = self._nearest(residual, stage)
-            if self.training:
+            if weights is not None:  # training
                 self._ema_update(residual, idx, stage, decay, weights)
             q = self.codebooks[stage][idx]
             quantized = quantized + q
@@ -321,4 +333,5 @@ class ComplexResidualVQ(nn.Module):
 
     @property
     def bits_per_code(self) -> int:
+        """Bits one code index takes in the bitstream: ceil(log2 K)."""
         return int(math.ceil(math.log2(self.codebook_size)))
