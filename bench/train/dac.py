@@ -42,7 +42,7 @@ from bench.train.losses import (
     generator_adversarial_loss,
     weighted_total,
 )
-from bench.train.template import ModelConfig, ModelRun, Recipe, run_training
+from bench.train.template import ModelConfig, ModelRun, Recipe, rounded_validation, run_training
 
 MODEL = "dac"
 GEN_GRAD_CLIP = 1e3
@@ -196,11 +196,6 @@ def recipe_text(lr: float, adv_start_step: int, step: int) -> str:
     return text + f" + {adv} from the start"
 
 
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    """Validation values for the card: ``val/`` prefix dropped, 4 decimals."""
-    return {k.removeprefix("val/"): round(v, 4) for k, v in values.items()}
-
-
 class GANOptions(Protocol):
     """The options the GAN-trained codecs (DAC, VRVQ) share."""
 
@@ -321,8 +316,8 @@ class DACRun(GANRun[DACConfig, DACOptions]):
         """Every codebook count in the final card, else the last validation (or a fresh one)."""
         nq = self.config.n_codebooks
         if final:
-            return {"per_n_codebooks": {str(n): _rounded(self._evaluate(n)) for n in range(1, nq + 1)}}
-        return {f"n_codebooks_{nq}": _rounded(self.last_val or self._evaluate(nq))}
+            return {"per_n_codebooks": {str(n): rounded_validation(self._evaluate(n)) for n in range(1, nq + 1)}}
+        return {f"n_codebooks_{nq}": rounded_validation(self.last_val or self._evaluate(nq))}
 
     def card_facts(self) -> dict[str, Any]:
         """Rates, codebooks and the generator's parameter count."""

@@ -40,7 +40,7 @@ from bench.models.eulerodec_model import (
 from bench.train.config import TrainConfig
 from bench.train.data import AudioFile, ExcerptSampler
 from bench.train.loop import clip_gradients, make_optimizer, make_scheduler
-from bench.train.template import ModelRun, Recipe, run_training
+from bench.train.template import ModelRun, Recipe, rounded_validation, run_training
 
 MODEL = "eulerodec"
 GRAD_CLIP = 10.0
@@ -319,11 +319,6 @@ def codebooks_section(vq: dict[str, float], heldout: dict | None, config: Eulero
     return out
 
 
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    """Validation values for the card: ``val/`` prefix dropped, 4 decimals."""
-    return {k.removeprefix("val/"): round(v, 4) for k, v in values.items()}
-
-
 class EuleroDecRun(ModelRun[EuleroDecConfig, EuleroDecOptions]):
     """EuleroDec in the training template: one network, EMA codebooks, optional k-means refits."""
 
@@ -448,10 +443,10 @@ class EuleroDecRun(ModelRun[EuleroDecConfig, EuleroDecOptions]):
         """Prefix depths and held-out code usage in the final card, else the last validation."""
         clips, nq = self.setup.data.val_clips, self.config.num_quantizers
         if final:
-            per_n = {str(n): _rounded(evaluate(self.model, clips, n)) for n in sorted({1, 2, 4, 6, 8, nq})}
+            per_n = {str(n): rounded_validation(evaluate(self.model, clips, n)) for n in sorted({1, 2, 4, 6, 8, nq})}
             return {"per_n_codebooks": per_n,
                     "heldout_codebook_usage": heldout_usage(self.model, self.setup.data.val_files)}
-        return {f"n_codebooks_{nq}": _rounded(self.last_val or evaluate(self.model, clips))}
+        return {f"n_codebooks_{nq}": rounded_validation(self.last_val or evaluate(self.model, clips))}
 
     def export_tensors(self) -> dict[str, torch.Tensor]:
         """The network's state, complex tensors as real views."""

@@ -373,3 +373,8 @@ def run_training(run_cls: type[ModelRun[C, O]], cfg: TrainConfig[O]) -> int:
     if setup.dist.enabled:
         torch.distributed.destroy_process_group()
     return 0
+
+
+def rounded_validation(values: dict[str, float]) -> dict[str, float]:
+    """Validation values for the card: ``val/`` prefix dropped, 4 decimals."""
+    return {k.removeprefix("val/"): round(v, 4) for k, v in values.items()}

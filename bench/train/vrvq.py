@@ -36,7 +36,7 @@ from bench.train.dac import DACTrainer, GANRun
 from bench.train.discriminators import Discriminator
 from bench.train.loop import make_optimizer, make_scheduler, unwrap
 from bench.train.losses import LossWeights
-from bench.train.template import Recipe, run_training
+from bench.train.template import Recipe, rounded_validation, run_training
 
 MODEL = "vrvq"
 #: the VBR levels validated and written to the card (the codec's VBR operating points)
@@ -174,11 +174,6 @@ def full_validation(generator: torch.nn.Module, clips: torch.Tensor, sr: int, n_
     return {"vbr_levels": vbr, "cbr_n_codebooks": cbr}
 
 
-def _rounded(values: dict[str, float]) -> dict[str, float]:
-    """Validation values for the card: ``val/`` prefix dropped, 4 decimals."""
-    return {k.removeprefix("val/"): round(v, 4) for k, v in values.items()}
-
-
 class VRVQRun(GANRun[VRVQConfig, VRVQOptions]):
     """VRVQ in the training template: DAC's run with the VRVQ generator, warm start and VBR validation."""
 
@@ -245,7 +240,7 @@ class VRVQRun(GANRun[VRVQConfig, VRVQOptions]):
             out.update(full_validation(self.generator, self.setup.data.val_clips, self.setup.sample_rate_hz,
                                        self.config.n_codebooks))
         else:
-            out["last"] = _rounded(self.last_val or self.validate(0))
+            out["last"] = rounded_validation(self.last_val or self.validate(0))
         return out
 
     def card_facts(self) -> dict[str, Any]:
