@@ -24,8 +24,9 @@ import sqlite3
 import time
 import urllib.parse
 from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from bench.errors import UserError
 
@@ -77,6 +78,14 @@ IDENTITY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 class StoreError(UserError):
     """A results database that cannot be opened as asked (missing, not a database, not writable)."""
+
+
+Row = Mapping[str, Any]
+
+
+def _as_mapping(row: Any) -> Mapping[str, Any]:
+    """A row as a mapping: the typed rows of ``bench.types`` (dataclasses) or plain dicts."""
+    return asdict(row) if is_dataclass(row) and not isinstance(row, type) else row
 
 
 def _nan_to_none(x: float | None) -> float | None:
@@ -177,16 +186,18 @@ class Store:
                  for it in items],
             )
 
-    def put_coded(self, run_id: str, row: dict[str, Any]) -> None:
-        """Insert or update one coded row (one encode/decode of an item at an operating point)."""
+    def put_coded(self, run_id: str, row: Any) -> None:
+        """Insert or update one coded row (a :class:`~bench.types.CodedRow` or a mapping of its fields)."""
+        row = _as_mapping(row)
         cols = ["item_id", "codec", "op", "nominal_kbps", "measured_kbps", "n_bytes", "encode_s",
                 "decode_s", "audio_s", "status", "error", "cache_key"]
         with self.transaction() as c:
             c.execute(f"INSERT OR REPLACE INTO coded VALUES (?,{','.join('?' * len(cols))})",
                       [run_id] + [_nan_to_none(row.get(k)) for k in cols])
 
-    def put_results(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Insert or update result rows (NaN values are stored as NULL, with their status and reason)."""
+    def put_results(self, run_id: str, rows: Iterable[Any]) -> None:
+        """Insert or update result rows (:class:`~bench.types.ResultRow`s or mappings); NaN is stored as NULL."""
+        rows = [_as_mapping(r) for r in rows]
         with self.transaction() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -196,8 +207,9 @@ class Store:
                  for r in rows],
             )
 
-    def put_skipped(self, run_id: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Insert or update not-applicable rows (a metric that does not apply to an item, with the reason)."""
+    def put_skipped(self, run_id: str, rows: Iterable[Any]) -> None:
+        """Insert or update not-applicable rows (:class:`~bench.types.SkippedRow`s or mappings)."""
+        rows = [_as_mapping(r) for r in rows]
         with self.transaction() as c:
             c.executemany("INSERT OR REPLACE INTO skipped VALUES (?,?,?,?,?,?)",
                           [(run_id, r["item_id"], r["codec"], r["op"], r["metric"], r["reason"]) for r in rows])

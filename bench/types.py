@@ -2,12 +2,14 @@
 
 ``RunConfig`` is everything ``bench run`` was asked to do; it is frozen so that no stage of the
 pipeline can change it behind another's back (derive a changed copy with ``dataclasses.replace``).
-Items are :class:`bench.datasets.base.Item`; result rows are :mod:`bench.store`'s tables.
+Items are :class:`bench.datasets.base.Item`. The rows the pipeline writes are typed here too
+(:class:`CodedRow`, :class:`ResultRow`, :class:`SkippedRow`): one per table of ``bench.store``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 #: the content domains an item can have; metrics and datasets apply per domain
 DOMAINS = ("speech", "music", "general")
@@ -35,3 +37,48 @@ class RunConfig:
     align: str = "xcorr"
     progress: bool = True
     refresh: bool = False  # recode and rescore everything instead of reusing the cache and finished rows
+
+
+@dataclass(frozen=True)
+class CodedRow:
+    """One encode/decode of an item at an operating point (table ``coded``); failed ones carry the reason."""
+
+    item_id: str
+    codec: str
+    op: str
+    nominal_kbps: float
+    measured_kbps: float | None = None
+    n_bytes: int | None = None
+    encode_s: float | None = None
+    decode_s: float | None = None
+    audio_s: float | None = None
+    status: str = "ok"
+    error: str | None = None
+    cache_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One metric value of one coded pair (table ``results``): NaN with ``error`` when it failed."""
+
+    item_id: str
+    codec: str
+    op: str
+    metric: str
+    nominal_kbps: float | None
+    measured_kbps: float | None
+    value: float
+    status: str = "ok"
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A metric that does not apply to an item (table ``skipped``), with the reason."""
+
+    item_id: str
+    codec: str
+    op: str
+    metric: str
+    reason: str

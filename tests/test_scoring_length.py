@@ -134,7 +134,7 @@ def test_runner_score_task_goes_through_the_same_check():
     from bench.pipeline.engine import score_task
 
     ref = _signal()
-    out = score_task(ref[None], ref[None, : N // 2], RATE, ["si_sdr", "stoi"], ITEM.to_dict(), "xcorr")
+    out = score_task(ref[None], ref[None, : N // 2], RATE, ["si_sdr", "stoi"], ITEM, "xcorr")
     value, error, _ = out["values"]["si_sdr"]
     assert math.isnan(value) and "length mismatch" in error
     assert "stoi" in out["skipped"]

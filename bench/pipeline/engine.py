@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bench.datasets.base import Item
 
 
 def _init_worker(parent_pid: int | None = None) -> None:
@@ -18,15 +21,14 @@ def _init_worker(parent_pid: int | None = None) -> None:
     init_metric_worker(parent_pid)
 
 
-def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str], item: dict[str, Any],
+def score_task(ref: np.ndarray, deg: np.ndarray, sr: int, metric_names: list[str], item: Item,
                align: str) -> dict[str, Any]:
-    """Score one pair with the named metrics; returns plain data (picklable)."""
-    from bench.datasets.base import Item
+    """Score one pair with the named metrics; returns plain data (picklable; the frozen Item travels as is)."""
     from bench.pipeline.scoring import score_pair
     from bench.registry import METRICS
 
     specs = [METRICS.get(n) for n in metric_names]
-    res = score_pair(ref, deg, sr, specs, item=Item(**item), align=align)
+    res = score_pair(ref, deg, sr, specs, item=item, align=align)
     return {
         "values": {k: (v.value, v.error, v.extra) for k, v in res.values.items()},
         "skipped": {k: s.reason for k, s in res.skipped.items()},

@@ -33,13 +33,12 @@ if TYPE_CHECKING:
     from bench.metrics.base import MetricSpec
     from bench.store import Store
 
-Rows = list[dict[str, Any]]
 
 from bench.errors import UserError
 from bench.pipeline.code import ItemError, code_item, prepare_reference
 from bench.pipeline.engine import InlineExecutor, _init_worker, score_task
 from bench.pipeline.identity import check_same_settings, item_fingerprint, metric_identities, reconcile, value_settings
-from bench.types import RunConfig
+from bench.types import CodedRow, ResultRow, RunConfig, SkippedRow
 
 
 def default_run_dir(dataset: str, split: str) -> Path:
@@ -62,19 +61,17 @@ def library_versions() -> dict[str, str]:
 
 
 def _failed_rows(item: Item, sel: Selection, metrics: list[MetricSpec], reason: str,
-                 coded: dict[str, Any] | None = None) -> tuple[Rows, Rows]:
+                 coded: CodedRow | None = None) -> tuple[list[ResultRow], list[SkippedRow]]:
     """Rows for a pair that could not be scored: failed where the metric applies, skipped elsewhere."""
-    rows: Rows = []
-    skipped: Rows = []
+    rows: list[ResultRow] = []
+    skipped: list[SkippedRow] = []
     for m in metrics:
         ok, why = m.applies_to(item.domain, bool(item.transcript))
-        base = {"item_id": item.id, "codec": sel.key, "op": sel.op.name, "metric": m.name}
         if not ok:
-            skipped.append(dict(base, reason=why))
+            skipped.append(SkippedRow(item.id, sel.key, sel.op.name, m.name, why))
         else:
-            rows.append(dict(base, nominal_kbps=sel.op.nominal_kbps,
-                             measured_kbps=(coded or {}).get("measured_kbps"),
-                             value=float("nan"), status="failed", error=reason))
+            rows.append(ResultRow(item.id, sel.key, sel.op.name, m.name, sel.op.nominal_kbps,
+                                  coded.measured_kbps if coded else None, float("nan"), "failed", reason))
     return rows, skipped
 
 
@@ -165,7 +162,7 @@ class _Run:
         self.cfg, self.plan, self.store, self.run_id, self.cache = cfg, plan, store, run_id, cache
         self.done: set[tuple[str, str, str, str]] = set()  # filled after the identities are reconciled
         self.workers = cfg.workers or os.cpu_count() or 1
-        self.pending: dict[cf.Future[dict[str, Any]], tuple[Item, Selection, dict[str, Any], list[MetricSpec]]] = {}
+        self.pending: dict[cf.Future[dict[str, Any]], tuple[Item, Selection, CodedRow, list[MetricSpec]]] = {}
         self.codec_seen: set[str] = set()
         self.fingerprints: dict[str, str] = {}
         self.load_errors: dict[str, str] = {}
@@ -182,11 +179,11 @@ class _Run:
                                       initializer=_init_worker, initargs=(os.getpid(),))
 
     def fail_pair(self, item: Item, sel: Selection, metrics: list[MetricSpec], reason: str,
-                  coded: dict[str, Any] | None = None) -> None:
+                  coded: CodedRow | None = None) -> None:
         """Record a pair that could not be coded or scored: NaN rows with the reason."""
         if coded is None:
-            self.store.put_coded(self.run_id, {"item_id": item.id, "codec": sel.key, "op": sel.op.name,
-                                               "nominal_kbps": sel.op.nominal_kbps, "status": "failed", "error": reason})
+            self.store.put_coded(self.run_id, CodedRow(item.id, sel.key, sel.op.name, sel.op.nominal_kbps,
+                                                       status="failed", error=reason))
         rows, skipped = _failed_rows(item, sel, metrics, reason, coded)
         self.store.put_results(self.run_id, rows)
         self.store.put_skipped(self.run_id, skipped)
@@ -199,12 +196,10 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - a crashed worker fails this pair only
             self.fail_pair(item, sel, need, f"scoring crashed: {type(exc).__name__}: {exc}", coded)
         else:
-            rows = [{"item_id": item.id, "codec": sel.key, "op": sel.op.name, "metric": name,
-                     "nominal_kbps": sel.op.nominal_kbps, "measured_kbps": coded["measured_kbps"],
-                     "value": v, "status": "ok" if err is None else "failed", "error": err, "extra": extra}
+            rows = [ResultRow(item.id, sel.key, sel.op.name, name, sel.op.nominal_kbps, coded.measured_kbps, v,
+                              "ok" if err is None else "failed", err, extra)
                     for name, (v, err, extra) in out["values"].items()]
-            skipped = [{"item_id": item.id, "codec": sel.key, "op": sel.op.name, "metric": name, "reason": reason}
-                       for name, reason in out["skipped"].items()]
+            skipped = [SkippedRow(item.id, sel.key, sel.op.name, name, reason) for name, reason in out["skipped"].items()]
             self.store.put_results(self.run_id, rows)
             self.store.put_skipped(self.run_id, skipped)
         self.bar.update(1)
@@ -253,18 +248,18 @@ class _Run:
             self.bar.update(1)
             return
         try:
-            recon, coded = code_item(sel, ref, sr, input_hash, self.cache, self.cfg.device,
+            recon, coded_fields = code_item(sel, ref, sr, input_hash, self.cache, self.cfg.device,
                                      self.fingerprints.get(sel.key))
         except Exception as exc:  # noqa: BLE001 - record and go on
             self.fail_pair(item, sel, need, f"{sel.label} failed on {item.path}: {type(exc).__name__}: {exc}")
             self.bar.update(1)
             return
-        coded["item_id"] = item.id
+        coded = CodedRow(item_id=item.id, **coded_fields)
         self.store.put_coded(self.run_id, coded)
         if sel.key not in self.codec_seen:
             self.codec_seen.add(sel.key)
             self.store.put_codec_info(self.run_id, sel.key, _codec_info(sel.codec))
-        fut = executor.submit(score_task, ref, recon, sr, [m.name for m in need], item.to_dict(), self.cfg.align)
+        fut = executor.submit(score_task, ref, recon, sr, [m.name for m in need], item, self.cfg.align)
         self.pending[fut] = (item, sel, coded, need)
         self.drain(2 * self.workers)
 
