@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from bench.codecs._checkpointed import CheckpointCodec
+from bench.codecs._checkpointed import SINGLE, CheckpointCodec
 from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
 from bench.models.bitpack import pack_codes, packed_size, unpack_codes
 
@@ -42,6 +42,41 @@ class DACCodec(CheckpointCodec):
     def default_checkpoint(self) -> Path:
         """The shipped ``small`` model, used when no checkpoint is given."""
         return DEFAULT_CHECKPOINT  # read at call time, so a patched module default is honoured
+
+    # --- published weights: a Hugging Face folder or hub id (transformers' DacModel layout) -----------
+    def hf_folder(self) -> Path | None:
+        """The weights folder when the checkpoint is a Hugging Face model (a folder with config.json, or a hub id).
+
+        A hub id is resolved from the local Hugging Face cache only (``bench weights fetch`` downloads).
+        """
+        from bench.hub import is_hub_id, resolve_weights
+
+        if not self.checkpoint:
+            return None
+        path = Path(self.checkpoint).expanduser()
+        if path.is_dir() or (not path.exists() and is_hub_id(self.checkpoint) and not self.checkpoint.endswith(".safetensors")):
+            return resolve_weights(self.checkpoint, default_hub_id="descript/dac_44khz")
+        return None
+
+    @property
+    def cards(self) -> dict[str, tuple[Path, dict[str, Any]]]:
+        """The checkpoint's card; for published weights one is made from config.json (what the card would say)."""
+        folder = self.hf_folder()
+        if folder is None:
+            return super().cards
+        if self._cards is None:
+            self._cards = {SINGLE: (folder / "model.safetensors", _hf_card(folder))}
+        return self._cards
+
+    def _load(self) -> None:
+        """Our DAC with the published weights mapped onto it (bench.models.dac_convert), or a bench checkpoint."""
+        folder = self.hf_folder()
+        if folder is None:
+            super()._load()
+            return
+        from bench.models.dac_convert import load_hf_folder
+
+        self.model = load_hf_folder(folder).eval().to(self.device)
 
     def build_network(self, config: DACConfig) -> DAC:
         """A DAC network of the card's config (weights are loaded by the base class)."""
@@ -139,6 +174,21 @@ class DACCodec(CheckpointCodec):
 
 
 register_codec("dac", DACCodec)
+
+
+def _hf_card(folder: Path) -> dict[str, Any]:
+    """A bench card for a Hugging Face DAC folder: its config mapped to ours, the weights' sha256, the source."""
+    import json
+
+    from bench.hub import weights_sha256
+    from bench.models.dac_convert import config_from_hf
+
+    hf_config = json.loads((folder / "config.json").read_text())
+    config = config_from_hf(hf_config)
+    return {"model": "dac", "name": f"published:{folder.name}", "config": config.to_dict(),
+            "weights_sha256": weights_sha256(folder), "licence": "MIT (descript-audio-codec weights)",
+            "source": {"format": "transformers DacModel folder", "folder": str(folder)},
+            "training": {"steps": "official release", "device": "see the release"}}
 
 
 def _sweep(names: list[str]) -> list[str]:

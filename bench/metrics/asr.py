@@ -132,8 +132,9 @@ class WhisperBackend(AsrBackend):
         except ImportError as exc:
             raise AsrError("the whisper ASR backend needs transformers: pip install transformers") from exc
         self._processor = WhisperProcessor.from_pretrained(self.model_path, local_files_only=True)
-        self._model = WhisperForConditionalGeneration.from_pretrained(
-            self.model_path, local_files_only=True, use_safetensors=True).to(self.device).eval()
+        model: Any = WhisperForConditionalGeneration.from_pretrained(
+            self.model_path, local_files_only=True, use_safetensors=True)
+        self._model = model.to(self.device).eval()  # (transformers' stubs type .to() on the class wrongly)
 
     def transcribe(self, wav: np.ndarray) -> str:
         """Whisper transcript of ``wav`` (``num_beams`` beams), decoded in 30 s windows joined by spaces."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ class DACConfig:
     codebook_size: int = 1024
     codebook_dim: int = 8
     quantizer_dropout: float = 0.5
+    # False: the released transposed convs (no output padding), which lose one sample per odd-stride
+    # decoder block; needed to reproduce the published 16/24 kHz weights. Omitted from cards when True.
+    odd_stride_output_padding: bool = True
 
     def __post_init__(self) -> None:
         if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
@@ -72,6 +75,8 @@ class DACConfig:
         d = asdict(self)
         d["encoder_rates"] = list(self.encoder_rates)
         d["decoder_rates"] = list(self.decoder_rates)
+        if self.odd_stride_output_padding:  # the default: keep cards written before the option unchanged
+            del d["odd_stride_output_padding"]
         return d
 
     @classmethod
@@ -127,11 +132,15 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Conv(k=7) -> DecoderBlocks (channels halve each block) -> Snake -> Conv(k=7) -> tanh."""
 
-    def __init__(self, latent_dim: int, dim: int, rates: tuple[int, ...]) -> None:
+    def __init__(self, latent_dim: int, dim: int, rates: tuple[int, ...], odd_stride_output_padding: bool = True
+                 ) -> None:
         super().__init__()
         layers: list[nn.Module] = [WNConv1d(latent_dim, dim, kernel_size=7, padding=3)]
         for i, stride in enumerate(rates):
-            layers.append(DecoderBlock(dim // 2**i, dim // 2 ** (i + 1), stride))
+            block = DecoderBlock(dim // 2**i, dim // 2 ** (i + 1), stride)
+            if not odd_stride_output_padding:  # the released layout: no output padding (weights unaffected)
+                cast(nn.ConvTranspose1d, block.block[1]).output_padding = (0,)
+            layers.append(block)
         out_dim = dim // 2 ** len(rates)
         layers += [Snake1d(out_dim), WNConv1d(out_dim, 1, kernel_size=7, padding=3), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -168,7 +177,7 @@ class DAC(nn.Module):
         self.encoder = Encoder(config.encoder_dim, config.encoder_rates, latent)
         self.quantizer = ResidualVQ(latent, config.n_codebooks, config.codebook_size, config.codebook_dim,
                                     config.quantizer_dropout)
-        self.decoder = Decoder(latent, config.decoder_dim, config.decoder_rates)
+        self.decoder = Decoder(latent, config.decoder_dim, config.decoder_rates, config.odd_stride_output_padding)
         self.apply(init_conv_weights)
 
     @property
@@ -202,9 +211,17 @@ class DAC(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
-        """Audio ``[B, 1, T]`` from codes ``[B, n, frames]``; trimmed to ``num_samples`` if given."""
+        """Audio ``[B, 1, T]`` from codes ``[B, n, frames]``; trimmed to ``num_samples`` if given.
+
+        Without ``odd_stride_output_padding`` the decoder runs a few samples short of ``frames * hop``;
+        then the output is right-padded with zeros to ``num_samples`` so callers get the length they asked.
+        """
         audio = self.decoder(self.quantizer.decode_codes(codes))
-        return audio if num_samples is None else audio[..., :num_samples]
+        if num_samples is None:
+            return audio
+        if not self.config.odd_stride_output_padding and audio.shape[-1] < num_samples:
+            audio = nn.functional.pad(audio, (0, num_samples - audio.shape[-1]))
+        return audio[..., :num_samples]
 
 
 def count_parameters(module: nn.Module) -> int:
