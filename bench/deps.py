@@ -17,7 +17,8 @@ from bench.errors import UserError
 EXTRA_OF = {
     "pesq": "pesq", "pystoi": "stoi", "visqol-python": "visqol", "pocketsphinx": "asr", "jiwer": "asr",
     "speechmos": "dnsmos", "onnxruntime": "dnsmos", "pandas": "reports", "matplotlib": "reports",
-    "espeakng-loader": "demo", "datasets": "hf", "constriction": "entropy",
+    "espeakng-loader": "demo", "datasets": "hf", "constriction": "entropy", "transformers": "hf",
+    "huggingface_hub": "hf", "huggingface-hub": "hf", "snac": "snac", "einops": "snac",
 }
 
 

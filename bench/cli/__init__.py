@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("bench.cli.train", "train an in-repo codec (dac, vrvq, eulerodec)"),
     "baseline": ("bench.cli.gate", "save a baseline for the checkpoint gate"),
     "gate": ("bench.cli.gate", "gate a candidate checkpoint or run against a baseline"),
+    "export": ("bench.cli.export", "write a run's reconstructions, bitstreams and references as WAV/.bin files"),
     "weights": ("bench.cli.weights", "fetch, list or convert published codecs' weights (Hugging Face cache)"),
 }
 

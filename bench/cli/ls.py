@@ -22,16 +22,28 @@ def _from(registry: Registry, name: str) -> str:
     return f"  [plugin {origin}]" if origin else ""
 
 
+def _yes_no(reason: str | None) -> str:
+    """'yes', or 'no (reason)' for a backend or weights that are missing."""
+    return "yes" if reason is None else f"no ({reason})"
+
+
 def _ls_codecs() -> None:
-    print(f"{'codec':<12} {'rate':>7} {'ch':>3}  operating points (nominal kbps)")
+    from bench.codecs.base import codec_availability
+
+    print(f"{'codec':<12} {'rate':>7} {'ch':>3}  operating points (nominal kbps); sweep; backend; weights")
     for name, factory in CODECS.items():
+        availability = codec_availability(name)
+        status = f"backend {_yes_no(availability.backend)}; weights {_yes_no(availability.weights)}"
         try:
             spec = factory().spec
         except Exception as exc:  # noqa: BLE001 - a missing checkpoint must not hide the rest
-            print(f"{name:<12} unavailable: {exc}{_from(CODECS, name)}")
+            detail = status if not availability.ok else f"{exc}; {status}"
+            print(f"{name:<12} unavailable: {detail}{_from(CODECS, name)}")
             continue
         ops = ", ".join(f"{p.name} ({p.nominal_kbps:g})" for p in spec.operating_points)
-        print(f"{name:<12} {spec.sample_rate_hz:>7} {spec.channels:>3}  {ops}{_from(CODECS, name)}")
+        sweep = " ".join(p.name for p in spec.operating_points if spec.sweep is None or p.name in spec.sweep)
+        print(f"{name:<12} {spec.sample_rate_hz:>7} {spec.channels:>3}  {ops}; sweep {sweep}; {status}"
+              f"{_from(CODECS, name)}")
 
 
 def _ls_metrics() -> None:

@@ -367,24 +367,122 @@ def _match_ops(codec: Codec, op_pattern: str | None) -> list[OperatingPoint]:
     return chosen
 
 
-def select_codecs(spec: str) -> list[Selection]:
-    """Parse ``--codecs``: comma-separated names, globs, ``@op`` suffixes and ``name:PATH``."""
+#: the extra of ``pyproject.toml`` that installs a backend distribution (the hint of a skipped codec)
+@dataclass(frozen=True)
+class Availability:
+    """Whether a registered codec can run here: its backend packages and its weights, each with a reason if not."""
+
+    backend: str | None = None  # None = installed, else why not
+    weights: str | None = None  # None = available, else why not
+
+    @property
+    def ok(self) -> bool:
+        """True when both the backend and the weights are there."""
+        return self.backend is None and self.weights is None
+
+    @property
+    def reason(self) -> str:
+        """The first thing missing (backend before weights), '' when available."""
+        return self.backend or self.weights or ""
+
+
+@dataclass(frozen=True)
+class SkippedCodec:
+    """A codec that ``--codecs all`` (or a glob) left out, with the one reason why."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        """``name (reason)``, as the run's note lists it."""
+        return f"{self.name} ({self.reason})"
+
+
+def _missing_packages(factory: CodecFactory) -> list[str]:
+    """The packages a codec runs on (``fingerprint_packages``) that are not installed."""
+    from bench.deps import missing
+
+    return missing(getattr(factory, "fingerprint_packages", ()))
+
+
+def _backend_reason(factory: CodecFactory) -> str | None:
+    """Why the backend is missing (which extra to install), or None when every package is installed."""
+    from bench.deps import install_hint
+
+    absent = _missing_packages(factory)
+    return f"extra not installed: {', '.join(absent)}; {install_hint(absent)}" if absent else None
+
+
+def _weights_reason(factory: CodecFactory, checkpoint: str | None = None) -> str | None:
+    """Why the weights are missing, or None: the default hub id's cache entry, else whether the spec builds."""
+    hub_id = getattr(factory, "hub_id", "")
+    if checkpoint is None and isinstance(hub_id, str) and hub_id:
+        from bench.hub import cached_snapshot, fetch_hint
+
+        if cached_snapshot(hub_id) is None:
+            return f"weights {hub_id!r} not in the local Hugging Face cache: {fetch_hint(hub_id)}"
+        return None
+    try:
+        factory(checkpoint=checkpoint).spec
+    except Exception as exc:  # noqa: BLE001 - any failure to describe itself means the weights are not usable
+        return f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+    return None
+
+
+def codec_availability(name: str, checkpoint: str | None = None) -> Availability:
+    """Whether the registered codec ``name`` has its backend installed and its weights available locally (no I/O beyond the cache)."""
+    factory = CODECS.get(name)
+    return Availability(_backend_reason(factory), _weights_reason(factory, checkpoint))
+
+
+def _matched_names(name: str, names: list[str], skipped: list[SkippedCodec]) -> list[str]:
+    """The codec names a token's name part selects; ``all`` checks availability and records what it leaves out."""
+    if name == "all":
+        matched = []
+        for n in names:
+            availability = codec_availability(n)
+            if availability.ok:
+                if getattr(CODECS.get(n), "in_all", True):
+                    matched.append(n)
+            elif not any(s.name == n for s in skipped):
+                skipped.append(SkippedCodec(n, availability.reason))
+        return matched
+    if any(ch in name for ch in "*?["):
+        matched = [n for n in names if fnmatch.fnmatchcase(n, name)]
+        if not matched:
+            raise UnknownNameError(f"No codec matches {name!r}.{did_you_mean(name, names)}")
+        return matched
+    CODECS.get(name)  # raises with "did you mean"
+    return [name]
+
+
+def _skip(codec_name: str, exc: Exception, skipped: list[SkippedCodec] | None) -> None:
+    """Record (or, without a list to fill, warn about) a codec an implicit selection could not construct."""
+    if skipped is None:
+        warnings.warn(f"skipping codec {codec_name!r}: {exc}", stacklevel=3)
+    elif not any(s.name == codec_name for s in skipped):
+        skipped.append(SkippedCodec(codec_name, str(exc) or type(exc).__name__))
+
+
+def select_codecs(spec: str, *, skipped: list[SkippedCodec] | None = None) -> list[Selection]:
+    """Parse ``--codecs``: comma-separated names, globs, ``@op`` suffixes and ``name:PATH``.
+
+    ``all`` and globs leave out codecs that cannot run here; with ``skipped`` given, each is appended
+    to it with one reason (no weights, extra not installed), else it is only warned about.
+    """
     names = CODECS.names()
     out: list[Selection] = []
     seen: set[tuple[str, str]] = set()
     instances: dict[str, Codec] = {}
+    record: list[SkippedCodec] = [] if skipped is None else skipped
     for raw in [t.strip() for t in spec.split(",") if t.strip()]:
         name, path, op_pattern = _split_token(raw)
-        if name == "all":
-            matched = [n for n in names if getattr(CODECS.get(n), "in_all", True)]
-        elif any(ch in name for ch in "*?["):
-            matched = [n for n in names if fnmatch.fnmatchcase(n, name)]
-            if not matched:
-                raise UnknownNameError(f"No codec matches {name!r}.{did_you_mean(name, names)}")
-        else:
-            CODECS.get(name)  # raises with "did you mean"
-            matched = [name]
-        implicit = len(matched) > 1 or name != matched[0]
+        before = len(record)
+        matched = _matched_names(name, names, record)
+        if skipped is None:
+            for s in record[before:]:
+                warnings.warn(f"skipping codec {s.name!r}: {s.reason}", stacklevel=2)
+        implicit = (len(matched) > 1 or name != matched[0]) if matched else True
         for codec_name in matched:
             key = f"{codec_name}:{path}" if path else codec_name
             try:
@@ -399,7 +497,7 @@ def select_codecs(spec: str) -> list[Selection]:
             except Exception as exc:  # noqa: BLE001 - e.g. a checkpoint that is not installed
                 if not implicit:
                     raise
-                warnings.warn(f"skipping codec {codec_name!r}: {exc}", stacklevel=2)
+                _skip(codec_name, exc, skipped)
                 continue
             for op in ops:
                 if (key, op.name) not in seen:

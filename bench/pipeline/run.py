@@ -125,7 +125,7 @@ class _Plan:
 
 def plan_run(cfg: RunConfig, say: Callable[[str], None] | None = None) -> _Plan:
     """Resolve the dataset, items, codecs and metrics of a run (no audio is touched yet)."""
-    from bench.codecs.base import select_codecs
+    from bench.codecs.base import SkippedCodec, select_codecs
     from bench.datasets.base import resolve_dataset, select_items
     from bench.metrics.base import select_metrics
 
@@ -133,7 +133,16 @@ def plan_run(cfg: RunConfig, say: Callable[[str], None] | None = None) -> _Plan:
     items = select_items(ds, split, cfg.root, item_ids=cfg.item_ids, limit=cfg.limit, seed=cfg.seed)
     if not items:
         raise UserError(f"dataset {ds.name}/{split} has no items")
-    selections = select_codecs(cfg.codecs)
+    skipped: list[SkippedCodec] = []
+    selections = select_codecs(cfg.codecs, skipped=skipped)
+    if skipped:
+        note = f"note: --codecs {cfg.codecs} skipped: {', '.join(str(s) for s in skipped)}"
+        if say is not None:
+            say(note)
+        else:
+            import warnings
+
+            warnings.warn(note, stacklevel=2)
     metrics = select_metrics(cfg.metrics, say=say)
     run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(ds.name, split)
     if run_dir.exists() and not run_dir.is_dir():
@@ -342,6 +351,9 @@ def _codec_info(codec: Codec) -> dict[str, Any]:
     info: dict[str, Any] = {"name": codec.name, "checkpoint": codec.checkpoint, "checkpoint_hash": codec.checkpoint_hash,
                             "parameters": codec.num_parameters(), "device": str(codec.device),
                             "sample_rate_hz": codec.spec.sample_rate_hz}
+    card = _card_summary(codec)
+    if card:
+        info["card"] = card  # provenance for reports: which checkpoint this was, where it came from
     if codec.device.type == "cuda":
         info["peak_memory_mb"] = torch.cuda.max_memory_allocated(codec.device) / 2**20
         info["peak_memory_kind"] = "torch.cuda.max_memory_allocated (process-wide)"
@@ -349,3 +361,22 @@ def _codec_info(codec: Codec) -> dict[str, Any]:
         info["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         info["peak_memory_kind"] = "process peak RSS (ru_maxrss), all codecs of the run together"
     return info
+
+
+def _card_summary(codec: Codec) -> dict[str, Any] | None:
+    """Name, config and training facts of a checkpoint codec's card(s) (several joined with '+'), else None."""
+    cards_of = getattr(codec, "cards", None)
+    if cards_of is None:
+        return None
+    try:
+        cards = [card for _, card in cards_of.values()]
+    except Exception:  # noqa: BLE001 - provenance is best effort; the run itself already loaded the codec
+        return None
+
+    def joined(key: str) -> Any:
+        values = [str(c.get(key)) for c in cards if c.get(key) is not None]
+        return "+".join(values) if values else None
+
+    training = cards[0].get("training", {}) if len(cards) == 1 and isinstance(cards[0].get("training"), dict) else {}
+    return {"name": joined("name"), "config_name": joined("config_name"),
+            "training": {k: training.get(k) for k in ("steps", "device", "data")}}

@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.reports import plots
 from bench.reports.cached_audio import CachedAudioSource
-from bench.reports.load import RunData, display_codec
+from bench.reports.load import RunData
 from bench.reports.report import (
     FOOTNOTES,
     Report,
@@ -39,7 +39,8 @@ from bench.reports.report import (
 
 AudioSource = Callable[[str, "str | None", "str | None"], Any]
 
-CSS = """
+CSS = """.banner{background:#fde68a;border:1px solid #b45309;padding:.5em 1em;margin:0}
+
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#1d232a;background:#fafbfc}
 header{background:#1f3b57;color:#fff;padding:18px 28px}
 header h1{margin:0 0 6px 0;font-size:22px} header p{margin:2px 0;font-size:13px;opacity:.9}
@@ -278,7 +279,7 @@ def _listening_item(data: RunData, clips: _Clips, ops: dict[str, str], k: int, i
     domain = meta["domain"].iloc[0] if len(meta) else ""
     rows = []
     versions: list[tuple[str, str | None, str | None]] = [("reference", None, None)]
-    versions += [(f"{display_codec(c)}@{o}", c, o) for c, o in ops.items()]
+    versions += [(f"{data.label(c)}@{o}", c, o) for c, o in ops.items()]
     for label, codec, op in versions:
         got = ref if codec is None else clips.fetch(item_id, label, codec, op)
         player, spec, rate_note = clips.player(got, plots.safe_name(f"{k:02d}_{item_id}_{label}"), label, start_s)
@@ -328,6 +329,8 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
                "run's device (below 1 is faster than real time).</p>" + _table(efficiency_rows(report)))
     sec.append('<h2 id="listen">Listening examples</h2>'
                + listening_section(report, out_dir, audio_source, excerpt_s=excerpt_s, target_kbps=target_kbps))
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in report.codec_notes())
+    sec.append('<h2 id="codecs">Codecs and checkpoints</h2>' + _table(report.codec_rows()) + notes)
     manifest = html.escape(json.dumps(report.data.manifest, indent=1, sort_keys=True, default=str))
     sec.append(f'<h2 id="methods">Methods</h2><p class="note">{_e(report.methods)}</p>'
                f"<details><summary>Run manifest</summary><pre>{manifest}</pre></details>")
@@ -357,7 +360,7 @@ def _rd_section(report: Report, out_dir: Path) -> str:
 def _bd_section(report: Report) -> str:
     """BD-rate and BD-quality against the reference codec: all items, then per domain folded away."""
     sec = ['<h2 id="bd">BD-rate and BD-quality</h2><p class="note">Against '
-           f"{_e(display_codec(report.reference) if report.reference else 'no reference')}. Negative BD-rate: "
+           f"{_e(report.data.label(report.reference) if report.reference else 'no reference')}. Negative BD-rate: "
            "fewer bits for the same quality. BD-quality: mean metric difference at equal rate (metric units; "
            "its sign is better or worse according to the metric's direction). A dash means the curves do not "
            "overlap enough; the note says why.</p>"]
@@ -395,14 +398,15 @@ def _page(h: dict[str, Any], body: str) -> str:
     title = f"Codec benchmark: {', '.join(h['datasets']) or 'run'}"
     guessed = (f"<p>Direction guessed from the name for: {_e(', '.join(h['direction_guessed']))}</p>"
                if h["direction_guessed"] else "")
+    banner = f'<p class="banner"><strong>{_e(h["banner"])}</strong></p>' if h.get("banner") else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
-<body><header><h1>{_e(title)}</h1>
+<body>{banner}<header><h1>{_e(title)}</h1>
 <p>Run <code>{_e(h['run_id'])}</code> · {h['n_items']} items · split {_e(', '.join(h['splits']) or '-')} ·
-codecs: {_e(', '.join(display_codec(c) for c in h['codecs']))} · metrics: {_e(', '.join(h['metrics']))}</p>
-<p>Reference codec: {_e(display_codec(h['reference']) if h['reference'] else 'none')}</p>{guessed}</header>
+codecs: {_e(', '.join(h['codec_labels'][c] for c in h['codecs']))} · metrics: {_e(', '.join(h['metrics']))}</p>
+<p>Reference codec: {_e(h['reference_label'] or 'none')}</p>{guessed}</header>
 <nav><a href="#rd">R-D curves</a><a href="#bd">BD-rate</a><a href="#tables">Tables</a><a href="#paired">Paired tests</a>
-<a href="#counts">Counts</a><a href="#efficiency">Efficiency</a><a href="#listen">Listening</a><a href="#methods">Methods</a></nav>
+<a href="#counts">Counts</a><a href="#efficiency">Efficiency</a><a href="#listen">Listening</a><a href="#codecs">Codecs</a><a href="#methods">Methods</a></nav>
 <main>{body}</main></body></html>
 """

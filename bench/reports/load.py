@@ -45,15 +45,14 @@ def metric_info(name: str, manifest: dict[str, Any] | None = None) -> MetricInfo
         return MetricInfo(name, not lower, "", "guess")
 
 
-def display_codec(key: str) -> str:
-    """Short label for a codec selection key: ``dac:/a/b/ckpt.safetensors`` -> ``dac:ckpt``."""
-    if ":" not in key:
-        return key
-    name, path = key.split(":", 1)
-    stem = Path(path.rstrip("/\\")).name
-    for suffix in (".safetensors", ".json"):
-        stem = stem.removesuffix(suffix)
-    return f"{name}:{stem}"
+def display_codec(key: str, info: dict[str, Any] | None = None) -> str:
+    """Label of a codec naming its checkpoint (``dac[small]*``, ``dac[ckpt]``; see ``bench.reports.provenance``).
+
+    Without the run's codec ``info`` (no weights hash known): ``dac:/a/b/ckpt.safetensors`` -> ``dac:ckpt``.
+    """
+    from bench.reports.provenance import codec_label
+
+    return codec_label(key, info)
 
 
 def _find_setting(manifest: dict[str, Any], key: str) -> Any:
@@ -106,6 +105,10 @@ class RunData:
         if metric not in self.metric_infos:
             self.metric_infos[metric] = metric_info(metric, self.manifest)
         return self.metric_infos[metric]
+
+    def label(self, codec: str) -> str:
+        """The codec's label with its checkpoint, from the run's codec info (see :func:`display_codec`)."""
+        return display_codec(codec, self.codec_info.get(codec))
 
     def setting(self, key: str) -> Any:
         """A run setting from the manifest (top level or under ``settings``), or None."""

@@ -134,6 +134,15 @@ class _Panel:
         self.higher_is_better, self.pareto = higher_is_better, pareto
         self.ringed = False  # the first ring of the figure carries the legend label
 
+    def label(self, codec: str) -> str:
+        """The codec's label with its checkpoint, as the summary table names it (its ``label`` column)."""
+        s = self.summary_df
+        if "label" in s:
+            rows = s.loc[s["codec"] == codec, "label"]
+            if len(rows):
+                return str(rows.iloc[0])
+        return display_codec(codec)
+
     def draw(self, ax: Any, dataset: str, domain: str) -> None:
         """One (dataset, domain) panel: every codec's curve, the frontier, the axes and labels."""
         from bench.reports.tables import curves
@@ -143,7 +152,7 @@ class _Panel:
         off_scale = []
         for codec in anchor_codecs(cs):
             p = cs.pop(codec).points[0]
-            off_scale.append(f"{display_codec(codec)}@{p.op}: {p.mean:.3g} at {p.measured_kbps:.0f} kbps")
+            off_scale.append(f"{self.label(codec)}@{p.op}: {p.mean:.3g} at {p.measured_kbps:.0f} kbps")
         block = s[(s["metric"] == self.metric) & (s["dataset"] == dataset) & (s["domain"] == domain)]
         all_points: list[rd.RDPoint] = []
         for codec, cur in cs.items():
@@ -164,7 +173,7 @@ class _Panel:
         y = cur.qualities
         lo = np.array([p.ci_lo for p in cur.points])
         hi = np.array([p.ci_hi for p in cur.points])
-        ax.plot(x, y, "-o", color=col, ms=4, lw=1.6, label=display_codec(cur.codec), zorder=3)
+        ax.plot(x, y, "-o", color=col, ms=4, lw=1.6, label=self.label(cur.codec), zorder=3)
         band = np.isfinite(lo) & np.isfinite(hi)
         if band.sum() >= 2:
             ax.fill_between(x[band], lo[band], hi[band], color=col, alpha=0.18, lw=0, zorder=2)

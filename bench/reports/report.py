@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.reports import plots, stats, tables
-from bench.reports.load import RunData, display_codec
+from bench.reports.load import RunData
+from bench.reports.provenance import CPU_NOTE, checkpoint_source, demo_banner, is_in_repo
 
 METHODS_TEXT = (
     "Means are over the items each row scored; 95% confidence intervals are percentile bootstraps "
@@ -60,7 +61,19 @@ class Report:
             "reference": self.reference, "other_runs_in_file": d.other_runs,
             "metric_directions": {m: d.info(m).better for m in d.metrics},
             "direction_guessed": [m for m in d.metrics if d.info(m).direction_source == "guess"],
+            "banner": demo_banner(d), "codec_labels": {c: d.label(c) for c in d.codecs},
+            "reference_label": d.label(self.reference) if self.reference else None,
         }
+
+    def codec_rows(self) -> list[dict[str, str]]:
+        """One row per codec: its label and where its checkpoint came from (release and hash, or the card)."""
+        d = self.data
+        return [{"codec": d.label(c), "checkpoint": checkpoint_source(c, d.codec_info.get(c))} for c in d.codecs]
+
+    def codec_notes(self) -> list[str]:
+        """Notes under the codec table: the CPU-trained marker, when an in-repo checkpoint ran."""
+        d = self.data
+        return [CPU_NOTE] if any(is_in_repo(c, d.codec_info.get(c)) for c in d.codecs) else []
 
 
 def build(data: RunData, *, reference: str | None = None, n_boot: int = stats.DEFAULT_N_BOOT,
@@ -94,6 +107,10 @@ def write_csv(report: Report, out_dir: Path) -> list[Path]:
     written = []
     for name in ("summary", "bd", "paired", "counts", "efficiency"):
         frame = getattr(report, name)
+        banner = demo_banner(report.data)
+        if banner:  # first column, so the warning travels with every row
+            frame = frame.copy()
+            frame.insert(0, "banner", banner)
         path = out_dir / f"{name}.csv"
         frame.to_csv(path, index=False)
         written.append(path)
@@ -120,6 +137,7 @@ def write_json(report: Report, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": "bench-report", "version": 1, **report.header(), "methods": report.methods,
+        "codec_checkpoints": report.codec_rows(), "codec_notes": report.codec_notes(),
         "summary": _records(report.summary), "bd": _records(report.bd), "paired": _records(report.paired),
         "counts": _records(report.counts), "efficiency": _records(report.efficiency),
         "plots": {m: str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
@@ -216,7 +234,7 @@ def bd_rows(report: Report) -> list[dict[str, str]]:
     rows = []
     for r in report.bd.itertuples() if len(report.bd) else []:
         rows.append({"dataset": r.dataset, "domain": r.domain, "metric": r.metric, "codec": r.label,
-                     "vs": display_codec(r.reference),
+                     "vs": report.data.label(r.reference),
                      "BD-rate %": fmt(r.bd_rate_pct), "BD-quality": fmt(r.bd_quality),
                      "points": f"{r.n_points}/{r.n_points_ref}", "note": r.note})
     return rows
@@ -227,7 +245,7 @@ def paired_rows(report: Report) -> list[dict[str, str]]:
     rows = []
     for r in report.paired.itertuples() if len(report.paired) else []:
         rows.append({"metric": r.metric, "codec": f"{r.label}@{r.op}", "kbps": fmt(r.kbps),
-                     "vs": f"{display_codec(r.reference)}@{r.ref_op}", "ref kbps": fmt(r.ref_kbps),
+                     "vs": f"{report.data.label(r.reference)}@{r.ref_op}", "ref kbps": fmt(r.ref_kbps),
                      "items": str(r.n_items), "clusters": str(r.n_clusters), "mean diff": fmt(r.mean_diff),
                      "p": fmt(r.p_value), "p (Holm)": fmt(r.p_holm), "verdict": r.verdict})
     return rows
@@ -256,9 +274,10 @@ def efficiency_rows(report: Report) -> list[dict[str, str]]:
 
 def _md_header(h: dict[str, Any]) -> list[str]:
     """Title and run line of ``report.md`` (user strings escaped)."""
-    codecs = ", ".join(md_escape(display_codec(c)) for c in h["codecs"])
-    reference = md_escape(display_codec(h["reference"])) if h["reference"] else "none"
-    lines = [f"# Codec benchmark report: {md_escape(', '.join(h['datasets'])) if h['datasets'] else 'run'}", "",
+    codecs = ", ".join(md_escape(h["codec_labels"][c]) for c in h["codecs"])
+    reference = md_escape(h["reference_label"]) if h["reference"] else "none"
+    lines = [f"> **{md_escape(h['banner'])}**", ""] if h["banner"] else []
+    lines += [f"# Codec benchmark report: {md_escape(', '.join(h['datasets'])) if h['datasets'] else 'run'}", "",
              (f"Run {md_code(h['run_id'])} in {md_code(h['run_dir'])}: {h['n_items']} items, codecs {codecs}; "
               f"reference for BD and paired tests: {reference}."), ""]
     if h["direction_guessed"]:
@@ -296,6 +315,7 @@ def write_markdown(report: Report, out_dir: Path) -> Path:
     lines += ["## Counts", "", _md_table(counts_rows(report))]
     lines += ["## Efficiency", "", "RTF = processing seconds / audio seconds on the run's device (below 1 is faster than real time).",
               "", _md_table(efficiency_rows(report))]
+    lines += ["## Codecs and checkpoints", "", _md_table(report.codec_rows()), *report.codec_notes(), ""]
     lines += ["## Methods", "", report.methods, ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from bench.reports import rd, stats
-from bench.reports.load import RunData, display_codec
+from bench.reports.load import RunData
+from bench.reports.provenance import short_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +80,7 @@ def summary(data: RunData, *, n_boot: int = stats.DEFAULT_N_BOOT, seed: int = 0)
                                   & skipped["item_id"].isin(domain_items)).sum())
                     block_rows.append({
                         "dataset": dataset, "domain": domain, "metric": metric, "codec": codec,
-                        "label": display_codec(codec), "op": op,
+                        "label": data.label(codec), "op": op,
                         "nominal_kbps": float(g["nominal_kbps"].dropna().iloc[0]) if g["nominal_kbps"].notna().any() else math.nan,
                         "measured_kbps": measured_rate(data, codec, op, domain_items),
                         "mean": ci.mean, "ci_lo": ci.lo, "ci_hi": ci.hi,
@@ -130,7 +131,8 @@ def resolve_reference(data: RunData, reference: str | None) -> str | None:
     codecs = data.codecs
     if reference in codecs:
         return reference
-    by_label = [c for c in codecs if display_codec(c) == reference or c.split(":", 1)[0] == reference]
+    by_label = [c for c in codecs
+                if reference in (short_label(c), data.label(c)) or c.split(":", 1)[0] == reference]
     if len(by_label) == 1:
         return by_label[0]
     from bench.errors import UserError
@@ -154,7 +156,7 @@ def bd_table(data: RunData, summary_df: pd.DataFrame, reference: str | None) -> 
                 continue
             if ref is None:
                 rows.append({"dataset": dataset, "domain": domain, "metric": metric, "codec": codec,
-                             "label": display_codec(codec), "reference": reference, "bd_rate_pct": math.nan,
+                             "label": data.label(codec), "reference": reference, "bd_rate_pct": math.nan,
                              "bd_quality": math.nan, "n_points": len(cur.points), "n_points_ref": 0,
                              "overlap_quality": "", "overlap_kbps": "",
                              "note": f"reference {reference} has no scores for {metric}"})
@@ -167,7 +169,7 @@ def bd_table(data: RunData, summary_df: pd.DataFrame, reference: str | None) -> 
                 notes = [f"{tag}: {res.note}" for tag, res in (("BD-rate", br), ("BD-quality", bq)) if res.note]
             rows.append({
                 "dataset": dataset, "domain": domain, "metric": metric, "codec": codec,
-                "label": display_codec(codec), "reference": reference,
+                "label": data.label(codec), "reference": reference,
                 "bd_rate_pct": br.value, "bd_quality": bq.value,
                 "n_points": len(cur.points), "n_points_ref": len(ref.points),
                 "overlap_quality": f"{br.overlap_lo:.4g}..{br.overlap_hi:.4g}" if math.isfinite(br.overlap_lo) else "",
@@ -215,7 +217,7 @@ def paired_table(data: RunData, summary_df: pd.DataFrame, reference: str | None,
                 diff = a.loc[common, "value"].to_numpy() - b.loc[common, "value"].to_numpy()
                 clusters = list(a.loc[common, "cluster"])
                 rows.append({
-                    "dataset": dataset, "metric": metric, "codec": codec, "label": display_codec(codec),
+                    "dataset": dataset, "metric": metric, "codec": codec, "label": data.label(codec),
                     "op": p.op, "kbps": p.measured_kbps, "reference": reference, "ref_op": match.op,
                     "ref_kbps": match.measured_kbps, "n_items": int(len(common)),
                     "n_clusters": int(len(set(clusters))),
@@ -259,7 +261,7 @@ def counts_table(data: RunData) -> pd.DataFrame:
                               & ~coded_failed["item_id"].isin(r["item_id"]) & ~coded_failed["item_id"].isin(s["item_id"])]
             seen = set(r["item_id"]) | set(s["item_id"]) | set(cf["item_id"])
             rows.append({
-                "metric": metric, "codec": codec, "label": display_codec(codec), "op": op,
+                "metric": metric, "codec": codec, "label": data.label(codec), "op": op,
                 "scored": int(good.sum()), "failed": int(len(bad) + len(cf)),
                 "not_applicable": int(len(s)), "missing": int(max(0, n_total - len(seen))),
                 "failure_reasons": _reasons(list(bad["error"]) + [f"codec: {e}" for e in cf["error"]]) if len(bad) + len(cf) else "",
@@ -313,7 +315,7 @@ def efficiency_table(data: RunData) -> pd.DataFrame:
         info = data.codec_info.get(codec, {})
         params = _first_key(info, ("num_parameters", "parameters", "n_params", "params"))
         rows.append({
-            "codec": codec, "label": display_codec(codec), "op": op,
+            "codec": codec, "label": data.label(codec), "op": op,
             "parameters": int(params) if isinstance(params, (int, float)) and math.isfinite(params) else None,
             "device": _first_key(info, ("device",)) or "",
             "peak_memory_mb": _peak_memory_mb(info),
