@@ -97,13 +97,7 @@ def _read_run(run_dir: str | Path, run_id: str | None) -> tuple[str, dict[str, A
     """The run id, manifest and coded rows of a run (the latest unless ``run_id``)."""
     db = _run_db(run_dir)
     with Store(db, readonly=True) as store:
-        ids = store.run_ids()
-        if not ids:
-            raise StoreError(f"{db}: contains no runs")
-        if run_id is None:
-            run_id = ids[-1]
-        elif run_id not in ids:
-            raise StoreError(f"{db}: no run {run_id!r}; runs here: {', '.join(ids)}")
+        run_id = store.resolve_run_id(run_id)
         manifest = store.manifest(run_id)
         rows = store.conn.execute(
             "SELECT item_id, codec, op, cache_key FROM coded WHERE run_id=? ORDER BY codec, op, item_id",

@@ -276,6 +276,17 @@ class Store:
             return None
         return dict(zip([d[0] for d in cur.description], row))
 
+    def resolve_run_id(self, run_id: str | None = None) -> str:
+        """``run_id`` when the file has it, else the latest run; StoreError when there is none or it is unknown."""
+        ids = self.run_ids()
+        if not ids:
+            raise StoreError(f"{self.path}: contains no runs")
+        if run_id is None:
+            return ids[-1]
+        if run_id not in ids:
+            raise StoreError(f"{self.path}: no run {run_id!r}; runs here: {', '.join(ids)}")
+        return run_id
+
     def run_ids(self) -> list[str]:
         """Run ids in the file, oldest first."""
         return [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY created_utc")]

@@ -67,7 +67,29 @@ def load_hf_model(class_name: str, folder: Path, device: torch.device) -> torch.
     return _MODELS[key]
 
 
-class HFCodec(Codec):
+class FolderWeightsCodec(Codec):
+    """A codec whose weights are a folder with model.safetensors: its hash and parameter count, once."""
+
+    model: Any = None  # the network, once loaded
+
+    @property
+    def folder(self) -> Path:
+        """The resolved weights folder (subclasses define it)."""
+        raise NotImplementedError
+
+    @property
+    def checkpoint_hash(self) -> str:
+        """SHA-256 of the folder's model.safetensors (the weights are part of every cache key)."""
+        from bench.hub import weights_sha256
+
+        return weights_sha256(self.folder)
+
+    def num_parameters(self) -> int | None:
+        """Parameter count of the loaded network (None before ``load``)."""
+        return None if self.model is None else sum(p.numel() for p in self.model.parameters())
+
+
+class HFCodec(FolderWeightsCodec):
     """A residual-VQ codec from ``transformers``; subclasses give the spec, layout and the model calls."""
 
     #: the default weights, looked up in the local Hugging Face cache
@@ -108,17 +130,6 @@ class HFCodec(Codec):
                                 f"needs {wanted[0]} at {wanted[1]} Hz, {wanted[2]} ch")
             self._config = config
         return self._config
-
-    @property
-    def checkpoint_hash(self) -> str:
-        """SHA-256 of the folder's model.safetensors (the weights are part of every cache key)."""
-        from bench.hub import weights_sha256
-
-        return weights_sha256(self.folder)
-
-    def num_parameters(self) -> int | None:
-        """Parameter count of the loaded network (None before ``load``)."""
-        return None if self.model is None else sum(p.numel() for p in self.model.parameters())
 
     def _load(self) -> None:
         """Load the network from the folder (shared with every other instance on the same folder and device)."""

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.codecs._hf import FolderWeightsCodec
 from bench.codecs.base import (
     BitstreamError,
     BitstreamHeader,
-    Codec,
     CodecSpec,
     Encoded,
     OperatingPoint,
@@ -75,7 +75,7 @@ def convert_snac(source: str | Path, out: str | Path) -> Path:
     return dst
 
 
-class SNACCodec(Codec):
+class SNACCodec(FolderWeightsCodec):
     """SNAC 24 kHz (speech): three levels at 12, 23 and 47 Hz, 4096-entry codebooks (0.98 kbps)."""
 
     name = "snac"
@@ -141,17 +141,6 @@ class SNACCodec(Codec):
             licence="MIT", requires=["snac", "safetensors"],
             description=f"SNAC {self.sample_rate_hz / 1000:g} kHz (multi-scale RVQ) via snac, release {self.release}",
         )
-
-    @property
-    def checkpoint_hash(self) -> str:
-        """SHA-256 of the folder's model.safetensors (the weights are part of every cache key)."""
-        from bench.hub import weights_sha256
-
-        return weights_sha256(self.folder)
-
-    def num_parameters(self) -> int | None:
-        """Parameter count of the loaded network (None before ``load``)."""
-        return None if self.model is None else sum(p.numel() for p in self.model.parameters())
 
     def _load(self) -> None:
         """Build ``snac.SNAC`` from the config and load the safetensors weights (strict)."""

@@ -136,17 +136,12 @@ def load_run(run_dir: str | Path, run_id: str | None = None) -> RunData:
     require(["pandas"], "reading a run's results")
     import pandas as pd
 
-    from bench.store import Store, StoreError
+    from bench.store import Store
 
     db = resolve_db(run_dir)
     with Store(db, readonly=True) as store:
         ids = store.run_ids()
-        if not ids:
-            raise StoreError(f"{db}: contains no runs")
-        if run_id is None:
-            run_id = ids[-1]
-        elif run_id not in ids:
-            raise StoreError(f"{db}: no run {run_id!r}; runs here: {', '.join(ids)}")
+        run_id = store.resolve_run_id(run_id)
         manifest = store.manifest(run_id)
         items = store.frame("items", run_id)
         coded = store.frame("coded", run_id)
