@@ -19,11 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     fetch.add_argument("hub_id", help="OWNER/NAME, e.g. facebook/encodec_24khz")
     fetch.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     sub.add_parser("ls", help="which published codecs' weights are in the local cache")
-    convert = sub.add_parser("convert", help="convert an original DAC release (.pth) into a bench checkpoint")
+    convert = sub.add_parser("convert", help="convert an original DAC or VRVQ release (.pth) into a bench checkpoint")
     convert.add_argument("release", type=existing_file, help="the release's weights file, e.g. weights_44khz_8kbps_0.0.1.pth")
     convert.add_argument("--out", required=True, type=writable_file, help="the .safetensors to write (its card goes beside it)")
     convert.add_argument("--sample-rate", type=int_range(8000, 192000), default=None,
                          help="sample rate in Hz when the release file does not record it")
+    convert.add_argument("--model", choices=("dac", "vrvq"), default="dac",
+                         help="which release it is: descript-audio-codec (dac, default) or the official VRVQ (vrvq)")
 
 
 def _ls() -> int:
@@ -48,10 +50,15 @@ def main(args: argparse.Namespace) -> int:
     if args.weights_action == "ls":
         return _ls()
     if args.weights_action == "convert":
-        from bench.models.dac_convert import convert_original_release
+        if args.model == "vrvq":
+            from bench.models.vrvq_convert import convert_vrvq_release
 
-        out = convert_original_release(args.release, args.out, sample_rate_hz=args.sample_rate)
-        print(f"{out} (+ card); benchmark it with --codecs dac:{out}")
+            out = convert_vrvq_release(args.release, args.out, sample_rate_hz=args.sample_rate)
+        else:
+            from bench.models.dac_convert import convert_original_release
+
+            out = convert_original_release(args.release, args.out, sample_rate_hz=args.sample_rate)
+        print(f"{out} (+ card); benchmark it with --codecs {args.model}:{out}")
         return 0
     from bench.hub import fetch_weights
 
