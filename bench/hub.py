@@ -68,11 +68,12 @@ def _snapshot_offline(hub_id: str, revision: str | None) -> Path:
     """``snapshot_download(local_files_only=True)``: the cached folder, or a UserError naming the fetch command."""
     _require_hub()
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        folder = snapshot_download(hub_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True)
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
+        # the same patterns as the fetch: a repo that also ships a pickle is complete without it
+        folder = snapshot_download(hub_id, revision=revision, cache_dir=hub_cache_dir(), local_files_only=True,
+                                   allow_patterns=FETCH_PATTERNS)
+    except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError, IncompleteSnapshotError, OSError: not usable
         raise UserError(f"weights {hub_id!r} are not in the local Hugging Face cache ({hub_cache_dir()}); "
                         f"run `{fetch_hint(hub_id)}` first") from exc
     return Path(folder)
