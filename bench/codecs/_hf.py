@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,9 @@ class FolderWeightsCodec(Codec):
     model: Any = None  # the network, once loaded
 
     @property
+    @abstractmethod
     def folder(self) -> Path:
         """The resolved weights folder (subclasses define it)."""
-        raise NotImplementedError
 
     @property
     def checkpoint_hash(self) -> str:
@@ -149,17 +150,17 @@ class HFCodec(FolderWeightsCodec):
         """The full depth, encoded once per item."""
         return max(self.n_codebooks(p) for p in self.spec.operating_points)
 
+    @abstractmethod
     def layout(self, num_samples: int) -> Layout:
         """Chunks and code frames for ``num_samples`` (one chunk unless the subclass chunks)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encode_full(self, wav: torch.Tensor, n_codebooks: int) -> HFCodes:
         """The model's codes (and scales) of ``wav`` at depth ``n_codebooks``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decode_codes(self, payload: HFCodes) -> torch.Tensor:
         """The model's reconstruction ``[B, C, T']`` of a payload (T' >= num_samples)."""
-        raise NotImplementedError
 
     def has_scales(self) -> bool:
         """Whether the payload carries one scale per chunk and item (models that normalise chunks)."""
@@ -201,11 +202,7 @@ class HFCodec(FolderWeightsCodec):
                         None if payload.scales is None else payload.scales.to(self.device), payload.last_pad)
         with torch.inference_mode():
             audio = self.decode_codes(moved)
-        audio = audio[..., : encoded.num_samples]
-        short = encoded.num_samples - audio.shape[-1]
-        if short > 0:
-            audio = torch.nn.functional.pad(audio, (0, short))
-        return audio.float().cpu()
+        return self.fit_decoded(audio, encoded.num_samples)
 
     # --- bitstream ---------------------------------------------------------------------------
     def pack_payload(self, encoded: Encoded) -> bytes:

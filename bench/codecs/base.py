@@ -294,6 +294,15 @@ class Codec(ABC):
         return self.spec.op(str(operating_point))
 
     @staticmethod
+    def fit_decoded(audio: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """A decode trimmed or zero-padded to ``num_samples`` (models that return whole frames), as float32 on CPU."""
+        audio = audio[..., :num_samples]
+        short = num_samples - audio.shape[-1]
+        if short > 0:
+            audio = torch.nn.functional.pad(audio, (0, short))
+        return audio.float().cpu()
+
+    @staticmethod
     def check_wav(wav: torch.Tensor, channels: int | None = None) -> torch.Tensor:
         """Return ``wav`` unchanged if it is finite ``[B, C, T]`` (with ``channels`` channels if given); else raise."""
         if wav.dim() != 3:

@@ -182,11 +182,7 @@ class SNACCodec(FolderWeightsCodec):
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(NOISE_SEED)
             audio = self.model.decode(codes)
-        audio = audio[..., : encoded.num_samples]
-        short = encoded.num_samples - audio.shape[-1]
-        if short > 0:
-            audio = torch.nn.functional.pad(audio, (0, short))
-        return audio.float().cpu()
+        return self.fit_decoded(audio, encoded.num_samples)
 
     # --- bitstream -------------------------------------------------------------------------------
     def pack_payload(self, encoded: Encoded) -> bytes:
