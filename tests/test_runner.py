@@ -126,10 +126,24 @@ def _bench(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+SLOW_METRIC = """
+import time
+from bench.api import MetricSpec, register_metric
+
+def slow_peak(preds, target, *, sample_rate_hz, items=None):
+    time.sleep(0.15)  # slow enough that a kill lands in the middle of the run
+    return (preds - target).abs().amax(dim=-1)
+
+register_metric(MetricSpec("slow_peak", slow_peak, higher_is_better=False, unit="", sample_rate_hz=None))
+"""
+
+
 def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
     env = dict(os.environ, BENCH_CACHE_DIR=str(tmp_path / "cache"))
-    args = ["run", "--codecs", "opus", "--dataset", "demo", "--limit", "3", "--metrics", "si_sdr,mel_distance",
-            "--workers", "1", "--no-progress"]
+    plugin = tmp_path / "slow_metric.py"
+    plugin.write_text(SLOW_METRIC)
+    args = ["run", "--plugin", str(plugin), "--codecs", "opus", "--dataset", "demo", "--limit", "3",
+            "--metrics", "si_sdr,slow_peak", "--workers", "1", "--no-progress"]
     killed = tmp_path / "killed"
     # warm the demo set so the kill lands during coding
     subprocess.run([sys.executable, "-m", "bench.cli", "ls", "datasets"], env=env, check=True, capture_output=True)

@@ -149,10 +149,21 @@ def check_env_dir(name: str) -> None:
         raise UserError(f"${name}: {exc}") from None
 
 
+def ray_address(text: str) -> str:
+    """A Ray cluster address: ``auto``, ``local`` or ``HOST:PORT`` (``ray://HOST:PORT`` for Ray Client)."""
+    import re
+
+    if text in ("auto", "local") or re.fullmatch(r"(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5}", text):
+        return text
+    raise argparse.ArgumentTypeError(f"not a Ray address: {text!r} (use auto, or HOST:PORT as 'ray start' printed)")
+
+
 def torch_device(text: str) -> str:
-    """A torch device string that exists on this machine (checked before any work starts)."""
+    """A torch device string that exists on this machine (checked before any work starts); ``auto`` passes."""
     import torch
 
+    if text == "auto":
+        return text
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):

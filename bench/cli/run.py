@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         non_negative_int,
         optional_lufs,
         positive_int,
+        ray_address,
         torch_device,
         writable_dir,
     )
@@ -43,7 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh", action="store_true",
                    help="recode and rescore everything: ignore cached reconstructions and finished rows")
     p.add_argument("--workers", type=positive_int, default=None, help="metric worker processes (default: one per core)")
-    p.add_argument("--device", default="cpu", type=torch_device, help="torch device for neural codecs (cpu, cuda, cuda:1)")
+    p.add_argument("--device", default="auto", type=torch_device,
+                   help="torch device for neural codecs and device metrics: auto (CUDA when present, else cpu), cpu, "
+                        "cuda, cuda:1")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="where codec work and scoring run: this machine (local) or a Ray cluster (ray; the [ray] "
+                        "extra, see docs/scaling.md)")
+    p.add_argument("--address", default=None, type=ray_address,
+                   help="with --engine ray: the cluster to join, 'auto' or HOST:PORT (default: start a local one)")
     p.add_argument("--channels", default="mono", choices=["mono", "first", "keep"], help="channel policy (default mono mixdown)")
     p.add_argument("--loudness", default=None, type=optional_lufs,
                    help="normalise items to this LUFS before coding (-70..0, e.g. -16); default off")
@@ -72,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(codecs=args.codecs, dataset=args.dataset, split=args.split, root=args.root,
                      dataset_options=dict(args.dataset_opt), metrics=args.metrics, limit=args.limit, seed=args.seed,
                      item_ids=item_ids, out_dir=args.out, cache_dir=args.cache_dir, workers=args.workers,
-                     device=args.device, channel_policy=args.channels, loudness_lufs=args.loudness,
+                     device=args.device, engine=args.engine, address=args.address, channel_policy=args.channels, loudness_lufs=args.loudness,
                      align=args.align, progress=not args.no_progress, refresh=args.refresh)
 
 

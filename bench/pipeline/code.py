@@ -1,15 +1,18 @@
-"""Prepare a reference and code it through one codec at one operating point, through the cache.
+"""Prepare a reference, and code prepared references through one codec at its operating points, through the cache.
 
 load (one place: ``bench.audio``) -> channel policy -> optional loudness normalisation -> resample
-to the codec's rate -> ``encode`` -> ``to_bytes`` (measured kbps) -> ``from_bytes`` -> ``decode``
--> length check -> resample back to the item's rate -> content-addressed cache, which also keeps
-the prepared reference once per item (keyed by its input hash) so reports need neither the
-dataset nor this module.
+to the codec's rate -> batched ``encode`` -> ``to_bytes`` per item (measured kbps) -> ``from_bytes``
+-> batched ``decode`` (``bench.pipeline.batching``) -> length check -> resample back to the item's
+rate -> content-addressed cache, which also keeps the prepared reference once per item (keyed by its
+input hash) so reports need neither the dataset nor this module.
+
+:func:`run_code_job` is the unit of codec work that every engine runs where the codec's model is
+loaded (the runner's coding thread, a Ray actor): plain data in, plain data out.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +21,7 @@ from bench.types import RunConfig
 
 if TYPE_CHECKING:
     from bench.cache import ReconCache
-    from bench.codecs.base import Codec, Selection
+    from bench.codecs.base import Codec, OperatingPoint
     from bench.datasets.base import Item
 
 
@@ -51,70 +54,157 @@ def prepare_reference(item: Item, cfg: RunConfig) -> tuple[np.ndarray, int, list
     return x, audio.sample_rate_hz, notes
 
 
-def code_item(sel: Selection, ref: np.ndarray, sr: int, input_hash: str, cache: ReconCache, device: str,
-              codec_fingerprint: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run one (codec, operating point) on one prepared reference, through the cache.
+@dataclass
+class PreparedRef:
+    """A prepared reference travelling to the codec work: the item's id and path, samples [C, T], rate, hash."""
 
-    The cache key is the codec's fingerprint (code, parameters, weights, backend versions), the
-    operating point, the rates, the input's hash and the resampling code. The prepared reference
-    itself is cached too (once per item: :meth:`~bench.cache.ReconCache.ensure_reference`) and the
-    reconstruction's metadata names its ``input_hash``, so a report finds both in the cache alone.
-    Returns the reconstruction at the item's rate with the reference's shape, and the coded row.
+    item_id: str
+    path: str
+    audio: np.ndarray
+    sample_rate_hz: int
+    input_hash: str
+
+
+@dataclass
+class CodeJob:
+    """Codec work for one codec (selection key) on a group of prepared references.
+
+    ``ops[item_id]`` names the operating points that item still needs (the others are done).
     """
+
+    key: str
+    refs: list[PreparedRef]
+    ops: dict[str, list[str]]
+
+
+@dataclass
+class CodeOutcome:
+    """One coded pair: the reconstruction at the item's rate and its coded-row fields, or the failure reason."""
+
+    item_id: str
+    op: str
+    recon: np.ndarray | None = None
+    row: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def pair_cache_key(codec: Codec, fingerprint: str, op: OperatingPoint, ref: PreparedRef) -> str:
+    """The cache key of one (codec, operating point, prepared reference): see :func:`bench.cache.cache_key`."""
     from bench.cache import cache_key
 
-    codec = sel.codec.load(device)
-    rate = codec.spec.sample_rate_hz
-    key = cache_key(codec_fingerprint or codec.fingerprint, sel.op, rate, sr, input_hash)
-    cache.ensure_reference(input_hash, ref, sr)
+    return cache_key(fingerprint, op, codec.spec.sample_rate_hz, ref.sample_rate_hz, ref.input_hash,
+                     pipeline=coding_pipeline_fingerprint())
+
+
+def coding_pipeline_fingerprint() -> str:
+    """The harness code between the item and the codec: resampling and channels, this module, the batching."""
+    from bench.cache import pipeline_fingerprint
+    from bench.fingerprint import digest, source_fingerprint
+
+    global _PIPELINE_FP
+    if _PIPELINE_FP is None:
+        _PIPELINE_FP = digest([pipeline_fingerprint(),
+                               source_fingerprint(["bench.pipeline.code", "bench.pipeline.batching"])])
+    return _PIPELINE_FP
+
+
+_PIPELINE_FP: str | None = None
+
+
+def run_code_job(codec: Codec, fingerprint: str, job: CodeJob, cache: ReconCache) -> list[CodeOutcome]:
+    """Code every (item, operating point) of a job: cached pairs are read, the rest coded in batches and cached.
+
+    The codec must be loaded. A failing pair is an outcome with its reason; the others go on.
+    """
+    spec = codec.spec
+    hits: list[CodeOutcome] = []
+    misses: dict[str, list[tuple[PreparedRef, str]]] = {}  # op name -> (ref, key)
+    for ref in job.refs:
+        cache.ensure_reference(ref.input_hash, ref.audio, ref.sample_rate_hz)
+        for name in job.ops.get(ref.item_id, []):
+            key = pair_cache_key(codec, fingerprint, spec.op(name), ref)
+            outcome = _from_cache(cache, key, ref, name, job.key)
+            if outcome is None:
+                misses.setdefault(name, []).append((ref, key))
+            else:
+                hits.append(outcome)
+    return hits + _code_misses(codec, job.key, misses, cache)
+
+
+def _from_cache(cache: ReconCache, key: str, ref: PreparedRef, op: str, codec_key: str) -> CodeOutcome | None:
+    """The cached pair as an outcome, or None when it is not cached (or its entry was damaged)."""
     hit = cache.get(key)
     if hit is None:
-        y, bitstream, timings = _encode_decode(codec, sel, ref, sr)
-        meta = {**timings, "codec_rate_hz": rate, "codec": sel.key, "op": sel.op.name, "input_hash": input_hash}
-        cache.put(key, y, sr, bitstream, meta)
-        hit = cache.get(key)
-        if hit is None:
-            raise RuntimeError(f"cache write failed for {sel.label} under {cache.root}")
-    elif hit[3].get("input_hash") != input_hash:  # an entry cached before entries named their input
-        cache.annotate(key, {"input_hash": input_hash})
+        return None
+    if hit[3].get("input_hash") != ref.input_hash:  # an entry cached before entries named their input
+        cache.annotate(key, {"input_hash": ref.input_hash})
     recon, _, bitstream, meta = hit
-    duration_s = ref.shape[-1] / sr
-    row = {
-        "codec": sel.key, "op": sel.op.name, "nominal_kbps": sel.op.nominal_kbps,
-        "measured_kbps": len(bitstream) * 8 / duration_s / 1000.0, "n_bytes": len(bitstream),
-        "encode_s": meta.get("encode_s"), "decode_s": meta.get("decode_s"), "audio_s": duration_s,
-        "status": "ok", "error": None, "cache_key": key,
-    }
-    return recon, row
+    return CodeOutcome(ref.item_id, op, recon, _row(codec_key, op, ref, bitstream, meta, key))
 
 
-def _encode_decode(codec: Codec, sel: Selection, ref: np.ndarray, sr: int) -> tuple[np.ndarray, bytes, dict[str, float]]:
-    """Encode, serialise, deserialise and decode one reference: (reconstruction at ``sr``, bitstream, timings).
+def _row(codec_key: str, op: str, ref: PreparedRef, bitstream: bytes, meta: dict[str, Any], key: str) -> dict[str, Any]:
+    """The coded-row fields of a pair (``item_id`` and ``nominal_kbps`` are the runner's)."""
+    duration_s = ref.audio.shape[-1] / ref.sample_rate_hz
+    return {"codec": codec_key, "op": op, "measured_kbps": len(bitstream) * 8 / duration_s / 1000.0,
+            "n_bytes": len(bitstream), "encode_s": meta.get("encode_s"), "decode_s": meta.get("decode_s"),
+            "audio_s": duration_s, "status": "ok", "error": None, "cache_key": key, "timing": meta.get("timing")}
 
-    The reconstruction is checked (finite, the input's length at the codec's rate), resampled back
-    to the item's rate and fitted to the reference's channels and length.
-    """
-    import torch
 
+def _code_misses(codec: Codec, codec_key: str, misses: dict[str, list[tuple[PreparedRef, str]]],
+                 cache: ReconCache) -> list[CodeOutcome]:
+    """Code the pairs the cache did not have, in batches over items, every operating point of an item together."""
+    from bench.audio import resample, to_channels
+    from bench.pipeline.batching import code_batch
+
+    if not misses:
+        return []
+    spec = codec.spec
+    refs = {ref.item_id: ref for pairs in misses.values() for ref, _ in pairs}
+    keys = {(ref.item_id, op): key for op, pairs in misses.items() for ref, key in pairs}
+    rate = spec.sample_rate_hz
+    inputs = {i: resample(to_channels(r.audio, spec.channels), r.sample_rate_hz, rate).astype(np.float32)
+              for i, r in refs.items()}
+    ops = [spec.op(name) for name in misses]
+    order = list(refs)
+    results = code_batch(codec, ops, [inputs[i] for i in order])
+    out: list[CodeOutcome] = []
+    for item_id, coded in zip(order, results):
+        ref = refs[item_id]
+        for op in ops:
+            if (item_id, op.name) not in keys:
+                continue  # coded with its batch-mates' points; this item did not need it
+            try:
+                out.append(_store_pair(codec, codec_key, ref, op.name, coded[op.name], inputs[item_id].shape[-1],
+                                       keys[(item_id, op.name)], cache))
+            except Exception as exc:  # noqa: BLE001 - e.g. the cache's disk is full: this pair fails, the run goes on
+                out.append(CodeOutcome(item_id, op.name, error=f"{codec_key}@{op.name}: {type(exc).__name__}: {exc}"))
+    return out
+
+
+def _store_pair(codec: Codec, codec_key: str, ref: PreparedRef, op: str, coded: Any, n_input: int, key: str,
+                cache: ReconCache) -> CodeOutcome:
+    """Check one coded pair, bring it back to the item's rate and channels, cache it and read it back."""
     from bench.audio import fit_length, resample, to_channels
 
+    label = f"{codec_key}@{op}"
+    if isinstance(coded, BaseException):
+        return CodeOutcome(ref.item_id, op, error=f"{label} failed on {ref.path}: {type(coded).__name__}: {coded}")
     rate = codec.spec.sample_rate_hz
-    x = resample(to_channels(ref, codec.spec.channels), sr, rate)
-    wav = torch.from_numpy(np.ascontiguousarray(x))[None].to(codec.device)
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        bitstream = codec.to_bytes(codec.encode(wav, sel.op))
-        _sync(codec.device)
-        t1 = time.perf_counter()
-        decoded = codec.decode(codec.from_bytes(bitstream))
-        _sync(codec.device)
-        t2 = time.perf_counter()
-    y = decoded[0].detach().float().cpu().numpy()
-    if not np.all(np.isfinite(y)):
-        raise RuntimeError(f"{sel.label} produced NaN/Inf samples")
-    check_decoded_length(y.shape[-1], x.shape[-1], rate, sel.label)
-    y = fit_length(to_channels(resample(y, rate, sr), ref.shape[0]), ref.shape[-1])
-    return y, bitstream, {"encode_s": t1 - t0, "decode_s": t2 - t1}
+    try:
+        if not np.all(np.isfinite(coded.audio)):
+            raise RuntimeError(f"{label} produced NaN/Inf samples")
+        check_decoded_length(coded.audio.shape[-1], n_input, rate, label)
+    except RuntimeError as exc:
+        return CodeOutcome(ref.item_id, op, error=f"{label} failed on {ref.path}: RuntimeError: {exc}")
+    y = fit_length(to_channels(resample(coded.audio, rate, ref.sample_rate_hz), ref.audio.shape[0]), ref.audio.shape[-1])
+    meta = {"encode_s": coded.encode_s, "decode_s": coded.decode_s, "timing": coded.timing, "codec_rate_hz": rate,
+            "codec": codec_key, "op": op, "input_hash": ref.input_hash}
+    cache.put(key, y, ref.sample_rate_hz, coded.bitstream, meta)
+    hit = cache.get(key)  # score what the cache serves later: the stored (24-bit) samples, not the float decode
+    if hit is None:
+        raise RuntimeError(f"cache write failed for {label} under {cache.root}")
+    recon, _, bitstream, meta = hit
+    return CodeOutcome(ref.item_id, op, recon, _row(codec_key, op, ref, bitstream, meta, key))
 
 
 def check_decoded_length(n_decoded: int, n_input: int, rate_hz: int, label: str) -> None:
@@ -128,11 +218,3 @@ def check_decoded_length(n_decoded: int, n_input: int, rate_hz: int, label: str)
     why = length_mismatch(n_input, n_decoded, rate_hz)
     if why:
         raise RuntimeError(f"{label} decoded {n_decoded} samples for an input of {n_input}: {why}")
-
-
-def _sync(device: Any) -> None:
-    """Wait for queued GPU work, so the timings measure the codec and not the launch."""
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        torch.cuda.synchronize()

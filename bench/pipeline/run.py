@@ -1,8 +1,11 @@
 """``bench run``'s engine: encode, serialise, deserialise, decode and score a dataset with codecs.
 
-For each item and each selected (codec, operating point) the reference is prepared and coded
-through the cache (``bench.pipeline.code``) and scored in a process pool while the main process
-codes the next item (``bench.pipeline.engine``). Results go to ``RUN_DIR/results.sqlite`` (see
+Items are read and hashed a window ahead (a reader thread); each window of items goes to the engine
+as one codec job per codec, coded in batches over items with every operating point of a model
+sharing one encode (``bench.pipeline.code``, ``bench.pipeline.batching``), and every coded pair is
+scored as soon as its job returns, while the next window is being coded (``bench.pipeline.engine``;
+``--engine ray`` spreads the same work over a cluster). This process is the only writer of the
+results. Results go to ``RUN_DIR/results.sqlite`` (see
 ``bench.store``). A killed run resumes on the same command: rows are keyed by (run, item, codec,
 operating point, metric) and written as each pair finishes, finished pairs are skipped, and the
 reconstruction cache makes partially finished pairs cheap; rows computed from other inputs are
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import multiprocessing as mp
 import os
 import platform
 import resource
@@ -22,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -35,8 +37,8 @@ if TYPE_CHECKING:
 
 
 from bench.errors import UserError
-from bench.pipeline.code import ItemError, code_item, prepare_reference
-from bench.pipeline.engine import InlineExecutor, _init_worker, score_task
+from bench.pipeline.code import CodeJob, CodeOutcome, ItemError, PreparedRef, prepare_reference
+from bench.pipeline.engine import Engine, LocalEngine
 from bench.pipeline.identity import check_same_settings, item_fingerprint, metric_identities, reconcile, value_settings
 from bench.types import CodedRow, ResultRow, RunConfig, SkippedRow
 
@@ -150,43 +152,93 @@ def plan_run(cfg: RunConfig, say: Callable[[str], None] | None = None) -> _Plan:
     return _Plan(ds, split, items, selections, metrics, run_dir)
 
 
-def load_codecs(selections: list[Selection], device: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Load each selected codec once: (key -> fingerprint, key -> reason it could not be loaded)."""
-    fingerprints: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    for sel in selections:
-        if sel.key in fingerprints or sel.key in errors:
-            continue
-        try:
-            fingerprints[sel.key] = sel.codec.load(device).fingerprint
-        except Exception as exc:  # noqa: BLE001 - recorded for each of its pairs; the run goes on
-            errors[sel.key] = f"{sel.key} could not be loaded: {type(exc).__name__}: {exc}"
-    return fingerprints, errors
+#: how many items, and how many seconds of audio, one codec job holds (batches form within a job)
+WINDOW_ITEMS = {"cpu": 16, "cuda": 64}
+WINDOW_AUDIO_S = {"cpu": 240.0, "cuda": 1800.0}
+
+
+def make_engine(cfg: RunConfig, workers: int) -> Engine:
+    """The engine ``--engine`` names: ``local`` (this machine) or ``ray`` (a Ray cluster, an extra)."""
+    if cfg.engine == "local":
+        return LocalEngine(workers)
+    if cfg.engine == "ray":
+        from bench.pipeline.ray_engine import RayEngine
+
+        return RayEngine(workers, address=cfg.address, device=cfg.device)
+    raise UserError(f"unknown engine {cfg.engine!r} (choose local or ray)")
+
+
+@dataclass
+class _Window:
+    """Items prepared together (their codec jobs form batches): item, reference or the reason it failed."""
+
+    entries: list[tuple[Item, PreparedRef | None, str | None]]
 
 
 class _Run:
-    """One execution of a plan against a store: the per-item loop, the scoring pool, the counters."""
+    """One execution of a plan against a store: windows of items, codec jobs, scoring, the counters.
 
-    def __init__(self, cfg: RunConfig, plan: _Plan, store: Store, run_id: str, cache: ReconCache) -> None:
-        self.cfg, self.plan, self.store, self.run_id, self.cache = cfg, plan, store, run_id, cache
+    The driver (this object, in the calling thread) is the single writer of the store. Items are
+    read and hashed one window ahead in a thread; each window's codec work goes to the engine as one
+    job per codec; each coded pair's scoring is queued as soon as its job returns.
+    """
+
+    def __init__(self, cfg: RunConfig, plan: _Plan, store: Store, run_id: str, cache: ReconCache,
+                 engine: Engine) -> None:
+        self.cfg, self.plan, self.store, self.run_id, self.cache, self.engine = cfg, plan, store, run_id, cache, engine
         self.done: set[tuple[str, str, str, str]] = set()  # filled after the identities are reconciled
-        self.workers = cfg.workers or os.cpu_count() or 1
-        self.pending: dict[cf.Future[dict[str, Any]], tuple[Item, Selection, CodedRow, list[MetricSpec]]] = {}
+        self.score_pending: dict[cf.Future[dict[str, Any]], tuple[Item, Selection, CodedRow, list[MetricSpec]]] = {}
+        self.code_pending: dict[cf.Future[list[CodeOutcome]],
+                                tuple[str, dict[str, Item], dict[str, PreparedRef]]] = {}
         self.codec_seen: set[str] = set()
-        self.fingerprints: dict[str, str] = {}
         self.load_errors: dict[str, str] = {}
+        self.by_label = {(sel.key, sel.op.name): sel for sel in plan.selections}
+        device = "cuda" if cfg.device.startswith("cuda") else "cpu"
+        self.window_items, self.window_audio_s = WINDOW_ITEMS[device], WINDOW_AUDIO_S[device]
         from tqdm import tqdm
 
         self.bar = tqdm(total=len(plan.items) * len(plan.selections), unit="pair", disable=not cfg.progress,
                         dynamic_ncols=True, desc=f"{plan.ds.name}/{plan.split}")
 
-    def executor(self) -> cf.Executor | InlineExecutor:
-        """A spawn process pool (workers exit with this process) or, for one worker, inline scoring."""
-        if self.workers <= 1:
-            return InlineExecutor()
-        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                      initializer=_init_worker, initargs=(os.getpid(),))
+    # --- what is left to do ----------------------------------------------------------------------
+    def todo(self, item: Item) -> dict[str, list[MetricSpec]]:
+        """Selection label -> the metrics of that pair not yet in the store."""
+        return {sel.label: [m for m in self.plan.metrics if (item.id, sel.key, sel.op.name, m.name) not in self.done]
+                for sel in self.plan.selections}
 
+    def windows(self) -> Iterator[list[Item]]:
+        """The plan's items that still have work, in windows of at most ``window_items`` items / ``window_audio_s``."""
+        window: list[Item] = []
+        seconds = 0.0
+        for item in self.plan.items:
+            if not any(self.todo(item).values()):
+                self.bar.update(len(self.plan.selections))
+                continue
+            window.append(item)
+            seconds += item.duration_s or 0.0
+            if len(window) >= self.window_items or seconds >= self.window_audio_s:
+                yield window
+                window, seconds = [], 0.0
+        if window:
+            yield window
+
+    def prepare(self, items: list[Item]) -> _Window:
+        """Load, apply the channel/loudness policy and hash each item of a window (runs in the reader thread)."""
+        from bench.audio import array_hash
+
+        entries: list[tuple[Item, PreparedRef | None, str | None]] = []
+        for item in items:
+            try:
+                ref, sr, notes = prepare_reference(item, self.cfg)
+            except ItemError as exc:
+                entries.append((item, None, str(exc)))
+                continue
+            item = replace(item, duration_s=item.duration_s or ref.shape[-1] / sr,
+                           extra={**item.extra, "notes": notes} if notes else item.extra)
+            entries.append((item, PreparedRef(item.id, str(item.path), ref, sr, array_hash(ref, sr)), None))
+        return _Window(entries)
+
+    # --- recording -------------------------------------------------------------------------------
     def fail_pair(self, item: Item, sel: Selection, metrics: list[MetricSpec], reason: str,
                   coded: CodedRow | None = None) -> None:
         """Record a pair that could not be coded or scored: NaN rows with the reason."""
@@ -197,93 +249,117 @@ class _Run:
         self.store.put_results(self.run_id, rows)
         self.store.put_skipped(self.run_id, skipped)
 
-    def collect(self, fut: cf.Future[dict[str, Any]]) -> None:
+    def collect_score(self, fut: cf.Future[dict[str, Any]]) -> None:
         """Write the rows of one finished scoring task (a crashed task fails its pair only)."""
-        item, sel, coded, need = self.pending.pop(fut)
+        item, sel, coded, need = self.score_pending.pop(fut)
         try:
             out = fut.result()
         except Exception as exc:  # noqa: BLE001 - a crashed worker fails this pair only
             self.fail_pair(item, sel, need, f"scoring crashed: {type(exc).__name__}: {exc}", coded)
         else:
-            rows = [ResultRow(item.id, sel.key, sel.op.name, name, sel.op.nominal_kbps, coded.measured_kbps, v,
-                              "ok" if err is None else "failed", err, extra)
-                    for name, (v, err, extra) in out["values"].items()]
+            rows = [ResultRow(item.id, sel.key, sel.op.name, name, sel.op.nominal_kbps, coded.measured_kbps,
+                              v[0], "ok" if v[1] is None else "failed", v[1], v[2],
+                              compute_s=v[3] if len(v) > 3 else None)
+                    for name, v in out["values"].items()]
             skipped = [SkippedRow(item.id, sel.key, sel.op.name, name, reason) for name, reason in out["skipped"].items()]
             self.store.put_results(self.run_id, rows)
             self.store.put_skipped(self.run_id, skipped)
         self.bar.update(1)
 
-    def drain(self, block_until: int) -> None:
-        """Collect finished tasks until at most ``block_until`` are pending (bounds memory)."""
-        while len(self.pending) > block_until:
-            finished, _ = cf.wait(list(self.pending), return_when=cf.FIRST_COMPLETED)
-            for fut in finished:
-                self.collect(fut)
-
-    def run_item(self, item: Item, executor: cf.Executor | InlineExecutor) -> None:
-        """Prepare one item once and code it at every operating point that still has work."""
-        from bench.audio import array_hash
-
-        todo = {sel.label: [m for m in self.plan.metrics if (item.id, sel.key, sel.op.name, m.name) not in self.done]
-                for sel in self.plan.selections}
-        if not any(todo.values()):
-            self.bar.update(len(self.plan.selections))
-            return
+    def collect_code(self, fut: cf.Future[list[CodeOutcome]]) -> None:
+        """Record one finished codec job's pairs and queue each coded pair's scoring."""
+        key, items, refs = self.code_pending.pop(fut)
         try:
-            ref, sr, notes = prepare_reference(item, self.cfg)
-        except ItemError as exc:
-            for sel in self.plan.selections:
-                if todo[sel.label]:
-                    self.fail_pair(item, sel, todo[sel.label], str(exc))
+            outcomes = fut.result()
+        except Exception as exc:  # noqa: BLE001 - the whole job failed (a dead worker after its retries)
+            reason = f"{key}: codec work failed: {type(exc).__name__}: {exc}"
+            outcomes = [CodeOutcome(item_id, sel.op.name, error=reason) for item_id in items
+                        for sel in self.plan.selections if sel.key == key and self.todo(items[item_id])[sel.label]]
+        for outcome in outcomes:
+            item, sel = items[outcome.item_id], self.by_label[(key, outcome.op)]
+            need = self.todo(item)[sel.label]
+            if outcome.error is not None or outcome.recon is None:
+                self.fail_pair(item, sel, need, outcome.error or "no reconstruction")
                 self.bar.update(1)
-            return
-        item = replace(item, duration_s=item.duration_s or ref.shape[-1] / sr,
-                       extra={**item.extra, "notes": notes} if notes else item.extra)
-        self.store.put_items(self.run_id, [item], {item.id: ref.shape[-1] / sr})
-        input_hash = array_hash(ref, sr)
-        self.cache.ensure_reference(input_hash, ref, sr)  # the report plays it without the dataset
-        for sel in self.plan.selections:
-            need = todo[sel.label]
-            if need:
-                self.code_and_submit(item, sel, need, ref, sr, input_hash, executor)
-            else:
-                self.bar.update(1)
+                continue
+            coded = CodedRow(item_id=item.id, nominal_kbps=sel.op.nominal_kbps, **outcome.row)
+            self.store.put_coded(self.run_id, coded)
+            if key not in self.codec_seen:
+                self.codec_seen.add(key)
+                self.store.put_codec_info(self.run_id, key, _codec_info(sel.codec))
+            ref = refs[item.id]
+            fut_s = self.engine.score(ref.audio, outcome.recon, ref.sample_rate_hz, [m.name for m in need], item,
+                                      self.cfg.align)
+            self.score_pending[fut_s] = (item, sel, coded, need)
+            if fut_s.done():  # scored inline (one worker): write its rows now, pair by pair
+                self.collect_score(fut_s)
 
-    def code_and_submit(self, item: Item, sel: Selection, need: list[MetricSpec], ref: np.ndarray, sr: int,
-                        input_hash: str, executor: cf.Executor | InlineExecutor) -> None:
-        """Code one pair through the cache and queue its scoring (a failure is recorded, the run goes on)."""
-        if sel.key in self.load_errors:
-            self.fail_pair(item, sel, need, self.load_errors[sel.key])
-            self.bar.update(1)
-            return
-        try:
-            recon, coded_fields = code_item(sel, ref, sr, input_hash, self.cache, self.cfg.device,
-                                     self.fingerprints.get(sel.key))
-        except Exception as exc:  # noqa: BLE001 - record and go on
-            self.fail_pair(item, sel, need, f"{sel.label} failed on {item.path}: {type(exc).__name__}: {exc}")
-            self.bar.update(1)
-            return
-        coded = CodedRow(item_id=item.id, **coded_fields)
-        self.store.put_coded(self.run_id, coded)
-        if sel.key not in self.codec_seen:
-            self.codec_seen.add(sel.key)
-            self.store.put_codec_info(self.run_id, sel.key, _codec_info(sel.codec))
-        fut = executor.submit(score_task, ref, recon, sr, [m.name for m in need], item, self.cfg.align)
-        self.pending[fut] = (item, sel, coded, need)
-        self.drain(2 * self.workers)
+    def wait(self, max_code: int, max_score: int) -> None:
+        """Collect finished work until at most ``max_code`` jobs and ``max_score`` scorings are pending."""
+        while len(self.code_pending) > max_code or len(self.score_pending) > max_score:
+            futures = [*self.code_pending, *self.score_pending]
+            finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for f in finished:
+                if f in self.code_pending:
+                    self.collect_code(f)  # type: ignore[arg-type]
+                else:
+                    self.collect_score(f)  # type: ignore[arg-type]
+
+    # --- the loop --------------------------------------------------------------------------------
+    def submit_window(self, window: _Window) -> None:
+        """Record a window's items, fail the unreadable ones, and queue one codec job per codec."""
+        ok = [(item, ref) for item, ref, _ in window.entries if ref is not None]
+        self.store.put_items(self.run_id, [item for item, _ in ok],
+                             {item.id: ref.audio.shape[-1] / ref.sample_rate_hz for item, ref in ok})
+        for item, ref, why in window.entries:
+            if ref is None:
+                for sel in self.plan.selections:
+                    if self.todo(item)[sel.label]:
+                        self.fail_pair(item, sel, self.todo(item)[sel.label], str(why))
+                    self.bar.update(1)
+        for key in dict.fromkeys(sel.key for sel in self.plan.selections):
+            self.submit_codec(key, ok)
+
+    def submit_codec(self, key: str, ok: list[tuple[Item, PreparedRef]]) -> None:
+        """Queue one codec's job over a window (pairs already done or a codec that failed to load are settled here)."""
+        ops: dict[str, list[str]] = {}
+        for item, _ in ok:
+            todo = self.todo(item)
+            for sel in (s for s in self.plan.selections if s.key == key):
+                if not todo[sel.label]:
+                    self.bar.update(1)
+                elif key in self.load_errors:
+                    self.fail_pair(item, sel, todo[sel.label], self.load_errors[key])
+                    self.bar.update(1)
+                else:
+                    ops.setdefault(item.id, []).append(sel.op.name)
+        if ops:
+            job = CodeJob(key, [ref for item, ref in ok if item.id in ops], ops)
+            self.code_pending[self.engine.code(job)] = (key, {item.id: item for item, _ in ok},
+                                                        {item.id: ref for item, ref in ok})
 
     def execute(self) -> None:
-        """Run every item; on any interruption the pool is shut down without waiting."""
-        executor = self.executor()
+        """Run every window; on any interruption the engine is shut down without waiting."""
+        n_codecs = len({sel.key for sel in self.plan.selections})
+        reader = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-reader")
         try:
-            for item in self.plan.items:
-                self.run_item(item, executor)
-            self.drain(0)
+            ahead: cf.Future[_Window] | None = None
+            for items in self.windows():
+                current = reader.submit(self.prepare, items)
+                if ahead is not None:
+                    self.submit_window(ahead.result())
+                    self.wait(max_code=n_codecs, max_score=4 * self.engine.workers)
+                ahead = current
+            if ahead is not None:
+                self.submit_window(ahead.result())
+            self.wait(0, 0)
         except BaseException:
-            executor.shutdown(wait=False, cancel_futures=True)
+            reader.shutdown(wait=False, cancel_futures=True)
+            self.engine.shutdown(cancel=True)
             self.bar.close()
             raise
-        executor.shutdown(wait=True)
+        reader.shutdown()
+        self.engine.shutdown()
         self.bar.close()
         for key in self.codec_seen:
             sel = next(s for s in self.plan.selections if s.key == key)
@@ -305,16 +381,26 @@ def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say) -> Path:
     from bench.cache import ReconCache
     from bench.store import Store
 
+    from bench.devices import resolve_device
+
+    cfg = replace(cfg, device=resolve_device(cfg.device))
     plan = plan_run(cfg, say)
     cache = ReconCache(cfg.cache_dir, refresh=cfg.refresh)
     run_id = plan.run_dir.resolve().name
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     with Store(plan.run_dir / "results.sqlite") as store:
         current = value_settings(cfg, plan.ds, plan.split)
         check_same_settings(store, run_id, plan.run_dir, current)
-        run = _Run(cfg, plan, store, run_id, cache)
-        run.fingerprints, run.load_errors = load_codecs(plan.selections, cfg.device)
-        codec_ids = dict(run.fingerprints, **{k: "unloadable" for k in run.load_errors})
+        engine = make_engine(cfg, cfg.workers or os.cpu_count() or 1)
+        try:
+            fingerprints, load_errors = engine.start(plan.selections, cfg.device, cache)
+        except BaseException:
+            engine.shutdown(cancel=True)
+            raise
+        run = _Run(cfg, plan, store, run_id, cache, engine)
+        run.load_errors = load_errors
+        codec_ids = dict(fingerprints, **{k: "unloadable" for k in load_errors})
         reconcile(store, run_id, "codec", codec_ids, say=say)
         reconcile(store, run_id, "metric", metric_identities(plan.metrics), say=say)
         reconcile(store, run_id, "item", {it.id: item_fingerprint(it) for it in plan.items}, say=say)
@@ -330,6 +416,7 @@ def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say) -> Path:
             say(f"note: {len(cache.problems)} damaged cache entr{'y' if len(cache.problems) == 1 else 'ies'} "
                 f"recomputed ({cache.problems[0]}{' ...' if len(cache.problems) > 1 else ''})")
         manifest["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest["timing"] = {"wall_s": time.perf_counter() - t0, "cores": os.cpu_count() or 1, **engine.describe()}
         manifest["counts"] = {t: store.count(t, run_id) for t in ("results", "skipped", "coded")}
         manifest["cache_problems"] = cache.problems
         store.put_run(run_id, manifest)
