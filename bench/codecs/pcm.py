@@ -3,8 +3,11 @@
 Quantises float audio to 16-bit integers (round to nearest, clipped to [-32768, 32767], scale
 32768 as WAV readers use) and stores them little-endian, batch-major, channel-major. The round
 trip error is at most half an LSB for input inside [-1, 1 - 2^-15]; louder samples are clipped,
-as a WAV file would clip them. 44.1 kHz mono, so its nominal rate is 44100 x 16 / 1000 = 705.6 kbps;
-the bitstream is exactly that plus the bench header.
+as a WAV file would clip them. It codes each item at the item's own rate and channel count (the
+runner asks :meth:`Pcm16Codec.for_input` for that instance), so nothing is resampled and its rate is
+exactly rate x 16 x channels (384 kbps for 24 kHz mono, 1536 kbps for 48 kHz stereo) plus the bench
+header: the SI-SDR of its round trip is the 16-bit quantisation limit. Without an input (``bench ls``)
+it describes itself at 44.1 kHz mono (705.6 kbps).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 
 from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, CodecSpec, Encoded, OperatingPoint, register_codec
 
-SAMPLE_RATE_HZ = 44_100
+SAMPLE_RATE_HZ = 44_100  # the rate it describes itself at before it sees an input
 BITS_PER_SAMPLE = 16
 FULL_SCALE = 32768.0
 
@@ -23,22 +26,35 @@ class Pcm16Codec(Codec):
     """16-bit PCM: lossless anchor (error <= 0.5 LSB), no backend."""
 
     name = "pcm16"
+    #: codes at the input's own rate and channels (see :meth:`for_input`); the runner never resamples for it
+    follows_input = True
+
+    def __init__(self, checkpoint: str | None = None, sample_rate_hz: int = SAMPLE_RATE_HZ, channels: int = 1) -> None:
+        super().__init__(checkpoint)
+        self.sample_rate_hz = int(sample_rate_hz)
+        self.channels = int(channels)
+
+    def for_input(self, sample_rate_hz: int, channels: int) -> "Pcm16Codec":
+        """This codec at an input's own rate and channel count (loaded on the same device)."""
+        other = Pcm16Codec(self.checkpoint, sample_rate_hz, channels)
+        if self._loaded:
+            other.load(self.device)
+        return other
 
     @property
     def spec(self) -> CodecSpec:
-        """44.1 kHz mono with a single lossless 16-bit operating point (705.6 kbps)."""
+        """One lossless 16-bit operating point at this instance's rate and channels (rate x 16 x channels kbps)."""
+        kbps = self.sample_rate_hz * BITS_PER_SAMPLE * self.channels / 1000
         return CodecSpec(
             name=self.name,
-            sample_rate_hz=SAMPLE_RATE_HZ,
-            channels=1,
-            operating_points=[
-                OperatingPoint("16bit", SAMPLE_RATE_HZ * BITS_PER_SAMPLE / 1000, {"bits": BITS_PER_SAMPLE}, "lossless")
-            ],
+            sample_rate_hz=self.sample_rate_hz,
+            channels=self.channels,
+            operating_points=[OperatingPoint("16bit", kbps, {"bits": BITS_PER_SAMPLE}, "lossless")],
             family="reference",
-            frame_rate_hz=float(SAMPLE_RATE_HZ),
+            frame_rate_hz=float(self.sample_rate_hz),
             licence="public domain (no code beyond numpy)",
             requires=[],
-            description="16-bit linear PCM at 44.1 kHz: the lossless upper anchor.",
+            description="16-bit linear PCM at each item's own rate and channels: the lossless upper anchor.",
         )
 
     @property
@@ -53,7 +69,7 @@ class Pcm16Codec(Codec):
         x = wav.detach().to("cpu", torch.float64).numpy()
         ints = np.clip(np.rint(x * FULL_SCALE), -32768, 32767).astype("<i2")
         b, c, t = ints.shape
-        return Encoded(self.name, op.name, SAMPLE_RATE_HZ, c, t, b, ints)
+        return Encoded(self.name, op.name, self.sample_rate_hz, c, t, b, ints)
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
         """Float32 ``[B, C, T]`` from the int16 payload (divided by 32768)."""
@@ -69,8 +85,9 @@ class Pcm16Codec(Codec):
 
     def unpack_payload(self, body: bytes, header: BitstreamHeader) -> np.ndarray:
         """The int16 array ``[B, C, T]`` back from the body; a wrong rate or length raises BitstreamError."""
-        if header.sample_rate_hz != SAMPLE_RATE_HZ:
-            raise BitstreamError(f"pcm16: header says {header.sample_rate_hz} Hz, this codec runs at {SAMPLE_RATE_HZ} Hz")
+        if header.sample_rate_hz != self.sample_rate_hz:
+            raise BitstreamError(f"pcm16: header says {header.sample_rate_hz} Hz, this instance codes "
+                                 f"{self.sample_rate_hz} Hz (use for_input)")
         self.spec.op(header.operating_point)
         shape = (header.batch_size, header.num_channels, header.num_samples)
         expected_bytes = 2 * header.batch_size * header.num_channels * header.num_samples

@@ -63,6 +63,7 @@ class PreparedRef:
     audio: np.ndarray
     sample_rate_hz: int
     input_hash: str
+    item: Item | None = None  # the frozen item (domain, transcript): what device metrics need to apply
 
 
 @dataclass
@@ -75,6 +76,10 @@ class CodeJob:
     key: str
     refs: list[PreparedRef]
     ops: dict[str, list[str]]
+    #: metrics scored where the codec runs, on its device, batched over each item's reconstructions
+    #: (``bench.pipeline.scoring.score_pairs``); the driver sends the rest to the CPU pool
+    device_metrics: list[str] = field(default_factory=list)
+    align: str = "xcorr"
 
 
 @dataclass
@@ -86,6 +91,8 @@ class CodeOutcome:
     recon: np.ndarray | None = None
     row: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: the device metrics' results, as :func:`bench.pipeline.engine.score_task` returns them (None: not scored here)
+    scores: dict[str, Any] | None = None
 
 
 def pair_cache_key(codec: Codec, fingerprint: str, op: OperatingPoint, ref: PreparedRef) -> str:
@@ -116,22 +123,51 @@ def run_code_job(codec: Codec, fingerprint: str, job: CodeJob, cache: ReconCache
 
     The codec must be loaded. A failing pair is an outcome with its reason; the others go on.
     """
-    spec = codec.spec
     hits: list[CodeOutcome] = []
-    misses: dict[str, list[tuple[PreparedRef, str]]] = {}  # op name -> (ref, key)
+    coders: dict[tuple[int, int], Codec] = {}  # the codec per input format (one, except for follows_input codecs)
+    misses: dict[tuple[int, int], dict[str, list[tuple[PreparedRef, str]]]] = {}  # format -> op name -> (ref, key)
     for ref in job.refs:
         cache.ensure_reference(ref.input_hash, ref.audio, ref.sample_rate_hz)
+        fmt = (ref.sample_rate_hz, int(ref.audio.shape[0])) if getattr(codec, "follows_input", False) else (0, 0)
+        if fmt not in coders:
+            coders[fmt] = codec.for_input(*fmt) if fmt != (0, 0) else codec  # type: ignore[attr-defined]
+        coder = coders[fmt]
         for name in job.ops.get(ref.item_id, []):
-            key = pair_cache_key(codec, fingerprint, spec.op(name), ref)
-            outcome = _from_cache(cache, key, ref, name, job.key)
+            key = pair_cache_key(coder, fingerprint, coder.spec.op(name), ref)
+            outcome = _from_cache(cache, key, ref, coder.spec.op(name), job.key)
             if outcome is None:
-                misses.setdefault(name, []).append((ref, key))
+                misses.setdefault(fmt, {}).setdefault(name, []).append((ref, key))
             else:
                 hits.append(outcome)
-    return hits + _code_misses(codec, job.key, misses, cache)
+    for fmt, group in misses.items():
+        hits += _code_misses(coders[fmt], job.key, group, cache)
+    outcomes = hits
+    if job.device_metrics:
+        score_on_device(codec, job, outcomes)
+    return outcomes
 
 
-def _from_cache(cache: ReconCache, key: str, ref: PreparedRef, op: str, codec_key: str) -> CodeOutcome | None:
+def score_on_device(codec: Codec, job: CodeJob, outcomes: list[CodeOutcome]) -> None:
+    """Score the job's device metrics on the codec's device: one batch per item over its reconstructions."""
+    from bench.pipeline.scoring import score_pairs
+    from bench.registry import METRICS
+
+    specs = [METRICS.get(n) for n in job.device_metrics]
+    refs = {r.item_id: r for r in job.refs}
+    by_item: dict[str, list[CodeOutcome]] = {}
+    for o in outcomes:
+        if o.recon is not None and o.error is None:
+            by_item.setdefault(o.item_id, []).append(o)
+    for item_id, group in by_item.items():
+        ref = refs[item_id]
+        results = score_pairs(ref.audio, [o.recon for o in group if o.recon is not None], ref.sample_rate_hz, specs,
+                              item=ref.item, align=job.align, device=str(codec.device))
+        for o, res in zip(group, results):
+            o.scores = {"values": {k: (v.value, v.error, v.extra, v.compute_s) for k, v in res.values.items()},
+                        "skipped": {k: sk.reason for k, sk in res.skipped.items()}, "prep_s": res.prep_s}
+
+
+def _from_cache(cache: ReconCache, key: str, ref: PreparedRef, op: OperatingPoint, codec_key: str) -> CodeOutcome | None:
     """The cached pair as an outcome, or None when it is not cached (or its entry was damaged)."""
     hit = cache.get(key)
     if hit is None:
@@ -139,13 +175,14 @@ def _from_cache(cache: ReconCache, key: str, ref: PreparedRef, op: str, codec_ke
     if hit[3].get("input_hash") != ref.input_hash:  # an entry cached before entries named their input
         cache.annotate(key, {"input_hash": ref.input_hash})
     recon, _, bitstream, meta = hit
-    return CodeOutcome(ref.item_id, op, recon, _row(codec_key, op, ref, bitstream, meta, key))
+    return CodeOutcome(ref.item_id, op.name, recon, _row(codec_key, op, ref, bitstream, meta, key))
 
 
-def _row(codec_key: str, op: str, ref: PreparedRef, bitstream: bytes, meta: dict[str, Any], key: str) -> dict[str, Any]:
-    """The coded-row fields of a pair (``item_id`` and ``nominal_kbps`` are the runner's)."""
+def _row(codec_key: str, op: OperatingPoint, ref: PreparedRef, bitstream: bytes, meta: dict[str, Any],
+         key: str) -> dict[str, Any]:
+    """The coded-row fields of a pair (``item_id`` is the runner's)."""
     duration_s = ref.audio.shape[-1] / ref.sample_rate_hz
-    return {"codec": codec_key, "op": op, "measured_kbps": len(bitstream) * 8 / duration_s / 1000.0,
+    return {"codec": codec_key, "op": op.name, "nominal_kbps": op.nominal_kbps, "measured_kbps": len(bitstream) * 8 / duration_s / 1000.0,
             "n_bytes": len(bitstream), "encode_s": meta.get("encode_s"), "decode_s": meta.get("decode_s"),
             "audio_s": duration_s, "status": "ok", "error": None, "cache_key": key, "timing": meta.get("timing")}
 
@@ -162,7 +199,7 @@ def _code_misses(codec: Codec, codec_key: str, misses: dict[str, list[tuple[Prep
     refs = {ref.item_id: ref for pairs in misses.values() for ref, _ in pairs}
     keys = {(ref.item_id, op): key for op, pairs in misses.items() for ref, key in pairs}
     rate = spec.sample_rate_hz
-    inputs = {i: resample(to_channels(r.audio, spec.channels), r.sample_rate_hz, rate).astype(np.float32)
+    inputs = {i: resample(to_channels(r.audio, spec.channels, "keep"), r.sample_rate_hz, rate).astype(np.float32)
               for i, r in refs.items()}
     ops = [spec.op(name) for name in misses]
     order = list(refs)
@@ -174,37 +211,38 @@ def _code_misses(codec: Codec, codec_key: str, misses: dict[str, list[tuple[Prep
             if (item_id, op.name) not in keys:
                 continue  # coded with its batch-mates' points; this item did not need it
             try:
-                out.append(_store_pair(codec, codec_key, ref, op.name, coded[op.name], inputs[item_id].shape[-1],
+                out.append(_store_pair(codec, codec_key, ref, op, coded[op.name], inputs[item_id].shape[-1],
                                        keys[(item_id, op.name)], cache))
             except Exception as exc:  # noqa: BLE001 - e.g. the cache's disk is full: this pair fails, the run goes on
                 out.append(CodeOutcome(item_id, op.name, error=f"{codec_key}@{op.name}: {type(exc).__name__}: {exc}"))
     return out
 
 
-def _store_pair(codec: Codec, codec_key: str, ref: PreparedRef, op: str, coded: Any, n_input: int, key: str,
-                cache: ReconCache) -> CodeOutcome:
+def _store_pair(codec: Codec, codec_key: str, ref: PreparedRef, op: OperatingPoint, coded: Any, n_input: int,
+                key: str, cache: ReconCache) -> CodeOutcome:
     """Check one coded pair, bring it back to the item's rate and channels, cache it and read it back."""
     from bench.audio import fit_length, resample, to_channels
 
-    label = f"{codec_key}@{op}"
+    label = f"{codec_key}@{op.name}"
     if isinstance(coded, BaseException):
-        return CodeOutcome(ref.item_id, op, error=f"{label} failed on {ref.path}: {type(coded).__name__}: {coded}")
+        return CodeOutcome(ref.item_id, op.name, error=f"{label} failed on {ref.path}: {type(coded).__name__}: {coded}")
     rate = codec.spec.sample_rate_hz
     try:
         if not np.all(np.isfinite(coded.audio)):
             raise RuntimeError(f"{label} produced NaN/Inf samples")
         check_decoded_length(coded.audio.shape[-1], n_input, rate, label)
     except RuntimeError as exc:
-        return CodeOutcome(ref.item_id, op, error=f"{label} failed on {ref.path}: RuntimeError: {exc}")
-    y = fit_length(to_channels(resample(coded.audio, rate, ref.sample_rate_hz), ref.audio.shape[0]), ref.audio.shape[-1])
+        return CodeOutcome(ref.item_id, op.name, error=f"{label} failed on {ref.path}: RuntimeError: {exc}")
+    y = resample(coded.audio, rate, ref.sample_rate_hz)
+    y = fit_length(to_channels(y, ref.audio.shape[0], "keep"), ref.audio.shape[-1])
     meta = {"encode_s": coded.encode_s, "decode_s": coded.decode_s, "timing": coded.timing, "codec_rate_hz": rate,
-            "codec": codec_key, "op": op, "input_hash": ref.input_hash}
+            "codec": codec_key, "op": op.name, "input_hash": ref.input_hash}
     cache.put(key, y, ref.sample_rate_hz, coded.bitstream, meta)
     hit = cache.get(key)  # score what the cache serves later: the stored (24-bit) samples, not the float decode
     if hit is None:
         raise RuntimeError(f"cache write failed for {label} under {cache.root}")
     recon, _, bitstream, meta = hit
-    return CodeOutcome(ref.item_id, op, recon, _row(codec_key, op, ref, bitstream, meta, key))
+    return CodeOutcome(ref.item_id, op.name, recon, _row(codec_key, op, ref, bitstream, meta, key))
 
 
 def check_decoded_length(n_decoded: int, n_input: int, rate_hz: int, label: str) -> None:

@@ -26,8 +26,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import numpy as np
-
 if TYPE_CHECKING:
     from bench.cache import ReconCache
     from bench.codecs.base import Codec, Selection
@@ -168,6 +166,14 @@ def make_engine(cfg: RunConfig, workers: int) -> Engine:
     raise UserError(f"unknown engine {cfg.engine!r} (choose local or ray)")
 
 
+def device_metrics(metrics: list[MetricSpec], device: str) -> list[str]:
+    """The metrics scored inside each codec job on the codec's device: the torch ones, on a GPU.
+
+    On the CPU every metric goes to the pool instead, which spreads them over the cores.
+    """
+    return [m.name for m in metrics if m.on_device] if device == "cuda" else []
+
+
 @dataclass
 class _Window:
     """Items prepared together (their codec jobs form batches): item, reference or the reason it failed."""
@@ -195,6 +201,7 @@ class _Run:
         self.by_label = {(sel.key, sel.op.name): sel for sel in plan.selections}
         device = "cuda" if cfg.device.startswith("cuda") else "cpu"
         self.window_items, self.window_audio_s = WINDOW_ITEMS[device], WINDOW_AUDIO_S[device]
+        self.device_metrics = device_metrics(plan.metrics, device)
         from tqdm import tqdm
 
         self.bar = tqdm(total=len(plan.items) * len(plan.selections), unit="pair", disable=not cfg.progress,
@@ -235,7 +242,7 @@ class _Run:
                 continue
             item = replace(item, duration_s=item.duration_s or ref.shape[-1] / sr,
                            extra={**item.extra, "notes": notes} if notes else item.extra)
-            entries.append((item, PreparedRef(item.id, str(item.path), ref, sr, array_hash(ref, sr)), None))
+            entries.append((item, PreparedRef(item.id, str(item.path), ref, sr, array_hash(ref, sr), item), None))
         return _Window(entries)
 
     # --- recording -------------------------------------------------------------------------------
@@ -257,14 +264,17 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - a crashed worker fails this pair only
             self.fail_pair(item, sel, need, f"scoring crashed: {type(exc).__name__}: {exc}", coded)
         else:
-            rows = [ResultRow(item.id, sel.key, sel.op.name, name, sel.op.nominal_kbps, coded.measured_kbps,
-                              v[0], "ok" if v[1] is None else "failed", v[1], v[2],
-                              compute_s=v[3] if len(v) > 3 else None)
-                    for name, v in out["values"].items()]
-            skipped = [SkippedRow(item.id, sel.key, sel.op.name, name, reason) for name, reason in out["skipped"].items()]
-            self.store.put_results(self.run_id, rows)
-            self.store.put_skipped(self.run_id, skipped)
+            self.write_scores(item, sel, coded, out)
         self.bar.update(1)
+
+    def write_scores(self, item: Item, sel: Selection, coded: CodedRow, out: dict[str, Any]) -> None:
+        """Write one pair's scored values and not-applicable rows (``score_task``'s plain data)."""
+        rows = [ResultRow(item.id, sel.key, sel.op.name, name, coded.nominal_kbps, coded.measured_kbps,
+                          v[0], "ok" if v[1] is None else "failed", v[1], v[2], compute_s=v[3])
+                for name, v in out["values"].items()]
+        skipped = [SkippedRow(item.id, sel.key, sel.op.name, name, reason) for name, reason in out["skipped"].items()]
+        self.store.put_results(self.run_id, rows)
+        self.store.put_skipped(self.run_id, skipped)
 
     def collect_code(self, fut: cf.Future[list[CodeOutcome]]) -> None:
         """Record one finished codec job's pairs and queue each coded pair's scoring."""
@@ -282,11 +292,20 @@ class _Run:
                 self.fail_pair(item, sel, need, outcome.error or "no reconstruction")
                 self.bar.update(1)
                 continue
-            coded = CodedRow(item_id=item.id, nominal_kbps=sel.op.nominal_kbps, **outcome.row)
+            coded = CodedRow(item_id=item.id, **{"nominal_kbps": sel.op.nominal_kbps, **outcome.row})
             self.store.put_coded(self.run_id, coded)
             if key not in self.codec_seen:
                 self.codec_seen.add(key)
                 self.store.put_codec_info(self.run_id, key, _codec_info(sel.codec))
+            if outcome.scores is not None:  # the device metrics, scored where the codec ran
+                wanted = {m.name for m in need}
+                self.write_scores(item, sel, coded, {
+                    "values": {k: v for k, v in outcome.scores["values"].items() if k in wanted},
+                    "skipped": {k: v for k, v in outcome.scores["skipped"].items() if k in wanted}})
+                need = [m for m in need if m.name not in self.device_metrics]
+            if not need:
+                self.bar.update(1)
+                continue
             ref = refs[item.id]
             fut_s = self.engine.score(ref.audio, outcome.recon, ref.sample_rate_hz, [m.name for m in need], item,
                                       self.cfg.align)
@@ -297,13 +316,13 @@ class _Run:
     def wait(self, max_code: int, max_score: int) -> None:
         """Collect finished work until at most ``max_code`` jobs and ``max_score`` scorings are pending."""
         while len(self.code_pending) > max_code or len(self.score_pending) > max_score:
-            futures = [*self.code_pending, *self.score_pending]
+            futures: list[cf.Future[Any]] = [*self.code_pending, *self.score_pending]
             finished, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
             for f in finished:
                 if f in self.code_pending:
-                    self.collect_code(f)  # type: ignore[arg-type]
+                    self.collect_code(f)
                 else:
-                    self.collect_score(f)  # type: ignore[arg-type]
+                    self.collect_score(f)
 
     # --- the loop --------------------------------------------------------------------------------
     def submit_window(self, window: _Window) -> None:
@@ -334,7 +353,8 @@ class _Run:
                 else:
                     ops.setdefault(item.id, []).append(sel.op.name)
         if ops:
-            job = CodeJob(key, [ref for item, ref in ok if item.id in ops], ops)
+            job = CodeJob(key, [ref for item, ref in ok if item.id in ops], ops,
+                          device_metrics=list(self.device_metrics), align=self.cfg.align)
             self.code_pending[self.engine.code(job)] = (key, {item.id: item for item, _ in ok},
                                                         {item.id: ref for item, ref in ok})
 
@@ -371,17 +391,20 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say) -> Path:
+def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say,
+                  manifest_extra: dict[str, Any] | None = None) -> Path:
     """Run (or resume) a benchmark; returns the run directory.
+
+    ``manifest_extra`` adds keys to the run manifest (e.g. ``{"sweep": {"path": ..., "sha256": ...,
+    "text": ...}}`` for a run started from a sweep file); it is written on every resume too.
 
     Resume is keyed by everything that decides a value: a rerun with other value settings is
     refused (:class:`RunMismatchError`); rows whose item content, codec fingerprint or metric
     version and code changed are discarded and recomputed; the rest are kept.
     """
     from bench.cache import ReconCache
-    from bench.store import Store
-
     from bench.devices import resolve_device
+    from bench.store import Store
 
     cfg = replace(cfg, device=resolve_device(cfg.device))
     plan = plan_run(cfg, say)
@@ -406,6 +429,7 @@ def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say) -> Path:
         reconcile(store, run_id, "item", {it.id: item_fingerprint(it) for it in plan.items}, say=say)
         run.done = set() if cfg.refresh else store.done_results(run_id)
         manifest = build_manifest(cfg, plan.ds, plan.split, plan.items, plan.selections, plan.metrics, str(cache.root))
+        manifest.update(manifest_extra or {})
         manifest.update(value_settings=current, codec_fingerprints=codec_ids,
                         started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         store.put_run(run_id, manifest)
