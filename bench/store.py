@@ -5,8 +5,10 @@ Tables
 ``runs``     run_id, created_utc, manifest (JSON: versions, settings, hashes, seeds)
 ``items``    run_id, item_id, dataset, split, domain, speaker, track, duration_s, transcript, extra
 ``coded``    run_id, item_id, codec, op, nominal_kbps, measured_kbps, n_bytes, encode_s, decode_s,
-             audio_s, status, error, cache_key   -- one row per encode/decode of an item
-``results``  run_id, item_id, codec, op, metric, nominal_kbps, measured_kbps, value, status, error, extra
+             audio_s, status, error, cache_key, timing   -- one row per encode/decode of an item;
+             ``timing`` says how encode/decode seconds were attributed (per item, split from a batch)
+``results``  run_id, item_id, codec, op, metric, nominal_kbps, measured_kbps, value, status, error, extra,
+             compute_s   -- seconds of the metric call for this item (a batch's time over its size)
 ``skipped``  run_id, item_id, codec, op, metric, reason   -- metrics that do not apply (no result row)
 ``identities`` run_id, kind (item/codec/metric), name, fingerprint -- what the rows of a run were
              computed from: an item's content hash, a codec's fingerprint, a metric's version and
@@ -14,6 +16,10 @@ Tables
 
 ``status`` is "ok" or "failed" (value NaN, ``error`` holds the reason). Writes are
 ``INSERT OR REPLACE`` on the primary key, so a resumed run never duplicates a row.
+
+Columns added after a table's first release (:data:`ADDED_COLUMNS`) come last. A writer opening an
+older file adds them (``ALTER TABLE ... ADD COLUMN``; old rows read NULL there); a read-only store
+leaves the file alone, so readers must expect them to be missing (``frame`` adds them as NULL).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from bench.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results.compute_s, coded.timing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -45,12 +51,12 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS coded (
   run_id TEXT, item_id TEXT, codec TEXT, op TEXT, nominal_kbps REAL, measured_kbps REAL,
   n_bytes INTEGER, encode_s REAL, decode_s REAL, audio_s REAL, status TEXT, error TEXT,
-  cache_key TEXT,
+  cache_key TEXT, timing TEXT,
   PRIMARY KEY (run_id, item_id, codec, op)
 );
 CREATE TABLE IF NOT EXISTS results (
   run_id TEXT, item_id TEXT, codec TEXT, op TEXT, metric TEXT, nominal_kbps REAL,
-  measured_kbps REAL, value REAL, status TEXT, error TEXT, extra TEXT,
+  measured_kbps REAL, value REAL, status TEXT, error TEXT, extra TEXT, compute_s REAL,
   PRIMARY KEY (run_id, item_id, codec, op, metric)
 );
 CREATE TABLE IF NOT EXISTS skipped (
@@ -67,6 +73,16 @@ CREATE TABLE IF NOT EXISTS identities (
 
 #: tables every results database has (``identities`` is newer and optional for readers)
 READ_TABLES = ("runs", "items", "coded", "results", "skipped", "codec_info")
+
+#: columns newer than their table, (table, column, SQL type), in the order they were added: a writer
+#: adds the missing ones to an older file, readers of an older file see them as NULL
+ADDED_COLUMNS = (("results", "compute_s", "REAL"), ("coded", "timing", "TEXT"))
+
+#: the columns each write names (after run_id), so the order of a migrated table's columns does not matter
+CODED_COLUMNS = ("item_id", "codec", "op", "nominal_kbps", "measured_kbps", "n_bytes", "encode_s",
+                 "decode_s", "audio_s", "status", "error", "cache_key", "timing")
+RESULT_COLUMNS = ("item_id", "codec", "op", "metric", "nominal_kbps", "measured_kbps", "value", "status",
+                  "error", "extra", "compute_s")
 
 #: what each kind of identity keys: the column its rows are found by, and the tables holding them
 IDENTITY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -118,13 +134,27 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(SCHEMA)
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._add_new_columns()
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET "
+                              "value=excluded.value WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+                              (str(SCHEMA_VERSION),))
             self.conn.commit()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable bench results database ({exc})") from None
 
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table`` in this file, in order (empty when there is no such table)."""
+        return [r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")]
+
+    def _add_new_columns(self) -> None:
+        """Bring an older file's tables up to :data:`ADDED_COLUMNS` (old rows get NULL there)."""
+        for table, column, sql_type in ADDED_COLUMNS:
+            if column not in self.columns(table):
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
     @staticmethod
     def _open_readonly(path: Path) -> sqlite3.Connection:
+        """A ``mode=ro`` connection to a bench results database; StoreError when it is missing or foreign."""
         if not path.is_file():
             raise StoreError(f"no results database at {path}" + (" (it is a folder)" if path.is_dir() else ""))
         uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
@@ -189,21 +219,22 @@ class Store:
     def put_coded(self, run_id: str, row: Any) -> None:
         """Insert or update one coded row (a :class:`~bench.types.CodedRow` or a mapping of its fields)."""
         row = _as_mapping(row)
-        cols = ["item_id", "codec", "op", "nominal_kbps", "measured_kbps", "n_bytes", "encode_s",
-                "decode_s", "audio_s", "status", "error", "cache_key"]
         with self.transaction() as c:
-            c.execute(f"INSERT OR REPLACE INTO coded VALUES (?,{','.join('?' * len(cols))})",
-                      [run_id] + [_nan_to_none(row.get(k)) for k in cols])
+            c.execute(f"INSERT OR REPLACE INTO coded (run_id,{','.join(CODED_COLUMNS)}) "
+                      f"VALUES (?,{','.join('?' * len(CODED_COLUMNS))})",
+                      [run_id] + [_nan_to_none(row.get(k)) for k in CODED_COLUMNS])
 
     def put_results(self, run_id: str, rows: Iterable[Any]) -> None:
         """Insert or update result rows (:class:`~bench.types.ResultRow`s or mappings); NaN is stored as NULL."""
         rows = [_as_mapping(r) for r in rows]
         with self.transaction() as c:
             c.executemany(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO results (run_id,{','.join(RESULT_COLUMNS)}) "
+                f"VALUES (?,{','.join('?' * len(RESULT_COLUMNS))})",
                 [(run_id, r["item_id"], r["codec"], r["op"], r["metric"], r.get("nominal_kbps"),
                   _nan_to_none(r.get("measured_kbps")), _nan_to_none(r.get("value")),
-                  r.get("status", "ok"), r.get("error"), json.dumps(r.get("extra") or {}, default=str))
+                  r.get("status", "ok"), r.get("error"), json.dumps(r.get("extra") or {}, default=str),
+                  _nan_to_none(r.get("compute_s")))
                  for r in rows],
             )
 
@@ -311,8 +342,13 @@ class Store:
         if table not in {"runs", "items", "coded", "results", "skipped", "codec_info"}:
             raise ValueError(f"unknown table {table!r}")
         if run_id is None:
-            return pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
-        return pd.read_sql_query(f"SELECT * FROM {table} WHERE run_id=?", self.conn, params=(run_id,))
+            frame = pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
+        else:
+            frame = pd.read_sql_query(f"SELECT * FROM {table} WHERE run_id=?", self.conn, params=(run_id,))
+        for t, column, sql_type in ADDED_COLUMNS:  # an older file read as is: its newer columns are NULL
+            if t == table and column not in frame.columns:
+                frame[column] = math.nan if sql_type == "REAL" else None
+        return frame
 
     def count(self, table: str, run_id: str) -> int:
         """Number of rows of one run in a table."""

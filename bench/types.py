@@ -31,7 +31,9 @@ class RunConfig:
     out_dir: str | None = None
     cache_dir: str | None = None
     workers: int | None = None
-    device: str = "cpu"
+    device: str = "auto"  # "auto": CUDA when this machine has it, else the CPU (bench.devices)
+    engine: str = "local"  # where codec work and scoring run: "local" or "ray"
+    address: str | None = None  # the Ray cluster to join ("auto", "HOST:PORT"); None starts a local one
     channel_policy: str = "mono"
     loudness_lufs: float | None = None
     align: str = "xcorr"
@@ -55,6 +57,7 @@ class CodedRow:
     status: str = "ok"
     error: str | None = None
     cache_key: str | None = None
+    timing: str | None = None  # how encode_s/decode_s were attributed (say, "batch of 8, split by duration")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class ResultRow:
     status: str = "ok"
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    compute_s: float | None = None  # seconds of the metric call for this item (a batch's time over its size)
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,6 @@ def test_runner_score_task_goes_through_the_same_check():
 
     ref = _signal()
     out = score_task(ref[None], ref[None, : N // 2], RATE, ["si_sdr", "stoi"], ITEM, "xcorr")
-    value, error, _ = out["values"]["si_sdr"]
+    value, error, _, _ = out["values"]["si_sdr"]
     assert math.isnan(value) and "length mismatch" in error
     assert "stoi" in out["skipped"]

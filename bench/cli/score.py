@@ -1,9 +1,11 @@
 """``bench score``: score reference/degraded files made outside the harness with the harness's metrics.
 
     bench score REF DEG [--domain speech|music|general] [--metrics LIST] [--transcript TEXT] [--json]
-    bench score --pairs LIST.csv [--json] [--out RESULTS.csv] [--workers N]
+    bench score --pairs LIST.csv|LIST.jsonl [--json] [--out RESULTS.csv] [--workers N]
+    bench score --ref-scp REF.scp --deg-scp DEG.scp [--text-scp TEXT.scp] [--allow-unpaired] ...
+    bench score --ref-dir A --deg-dir B [--allow-unpaired] ...
 
-Both forms go through :func:`bench.pipeline.scoring.score_pair`, the pipeline ``bench run`` uses, so the numbers are
+Every form goes through :func:`bench.pipeline.scoring.score_pair`, the pipeline ``bench run`` uses, so the numbers are
 the same as the harness would give: channels mixed to mono, a constant delay estimated by
 cross-correlation and removed (``--align``), both signals resampled to each metric's native rate with the
 one resampler (soxr), trimmed to equal length; a metric that does not apply to the domain is skipped with
@@ -16,8 +18,12 @@ Lengths: DEG must cover REF. A difference of more than ``--length-tolerance-s`` 
 REF, whichever is larger, fails the pair (every metric NaN, the reason names both lengths); see
 :mod:`bench.pipeline.scoring`. Smaller differences are trimmed with a note. Channels are mixed to mono (noted).
 
-Pairs CSV: a header row with columns ``ref`` and ``deg`` (paths, relative ones resolved against the CSV's
-folder) and optional ``id``, ``domain``, ``transcript``. Missing ``domain`` falls back to ``--domain``.
+Lists (read by :mod:`bench.pairs`, formats in docs/formats.md): a CSV with a header row with columns ``ref``
+and ``deg`` and optional ``id``, ``domain``, ``transcript``, or the same keys as JSON Lines; two Kaldi-style
+``id path`` scp lists joined by id (``--text-scp`` adds transcripts); two folders paired by relative path
+without extension. Relative paths in a list resolve against the list file's folder. Missing ``domain``
+falls back to ``--domain``. Ids one side of an scp or folder pair lacks stop the command (exit 2) unless
+``--allow-unpaired``, which skips them and says how many on stderr.
 
 Exit status: 0 when every pair was read (metric failures are results, not errors), 1 when a file exists
 but could not be decoded (the message names it), 2 for bad arguments: a bad option value, a missing
@@ -33,42 +39,50 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from bench.audio import Audio
 
-from bench.cli.args import existing_file, float_range, positive_int, writable_file
+from bench.cli.args import existing_dir, existing_file, float_range, positive_int, writable_file
 from bench.errors import UserError, one_line
+from bench.pairs import JSONL_SUFFIXES, PairList, PairSpec
 from bench.types import DOMAINS
 
 DOMAIN_CHOICES = DOMAINS
-
-
-@dataclass
-class PairSpec:
-    """One pair to score: an id, the reference and degraded files, the domain, an optional transcript."""
-
-    id: str
-    ref: str
-    deg: str
-    domain: str
-    transcript: str | None = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``bench score``; values are checked here (bad ones: one line, exit 2)."""
     p.add_argument("ref", nargs="?", type=existing_file, help="reference (original) audio file")
     p.add_argument("deg", nargs="?", type=existing_file, help="degraded (decoded) audio file")
-    p.add_argument("--pairs", default=None, metavar="LIST.csv", type=existing_file,
-                   help="CSV with columns ref,deg[,id,domain,transcript] instead of REF DEG")
+    lists = p.add_argument_group(
+        "lists of pairs (instead of REF DEG; give one kind; relative paths in a list file are resolved "
+        "against the list file's folder)")
+    lists.add_argument("--pairs", default=None, metavar="LIST", type=existing_file,
+                       help="pairs list: CSV with a header ref,deg[,id,domain,transcript], or JSON Lines "
+                            f"({', '.join(JSONL_SUFFIXES)}) with one object per line and those keys")
+    lists.add_argument("--ref-scp", default=None, metavar="REF.scp", type=existing_file,
+                       help="Kaldi/ESPnet/VERSA 'id path' list of references, joined by id with --deg-scp")
+    lists.add_argument("--deg-scp", default=None, metavar="DEG.scp", type=existing_file,
+                       help="'id path' list of degraded files (with --ref-scp); pipe and ark: entries are refused")
+    lists.add_argument("--ref-dir", default=None, metavar="DIR", type=existing_dir,
+                       help="folder of references, paired with --deg-dir by relative path without "
+                            "extension (ref a/x.flac with deg a/x.wav; the id is a/x)")
+    lists.add_argument("--deg-dir", default=None, metavar="DIR", type=existing_dir,
+                       help="folder of degraded files (with --ref-dir)")
+    lists.add_argument("--allow-unpaired", action="store_true",
+                       help="with --ref-scp/--deg-scp or --ref-dir/--deg-dir: skip ids only one side has "
+                            "(counted on stderr) instead of stopping")
+    lists.add_argument("--text-scp", default=None, metavar="TEXT.scp", type=existing_file,
+                       help="Kaldi 'id transcript' lines giving the pairs of a list their transcripts (WER/CER)")
     p.add_argument("--domain", default="general", choices=DOMAIN_CHOICES,
-                   help="content type; PESQ/STOI run on speech only (default: general)")
+                   help="content type; PESQ/STOI run on speech only (default: general; a list's "
+                        "'domain' column or key overrides it per pair)")
     p.add_argument("--metrics", default=None,
                    help="comma list of metric names, 'all' or 'default' (default: the run's default set)")
-    p.add_argument("--transcript", default=None, help="reference transcript (enables WER/CER)")
+    p.add_argument("--transcript", default=None, help="reference transcript for REF DEG (enables WER/CER)")
     p.add_argument("--align", default="xcorr", choices=["xcorr", "report", "none"],
                    help="delay alignment before intrusive metrics (default xcorr: estimate and remove)")
     p.add_argument("--max-lag-s", type=float_range(0.0), default=None, metavar="S",
@@ -76,78 +90,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length-tolerance-s", type=float_range(0.0), default=None, metavar="S",
                    help="largest length difference scored, >= 0; the tolerance is the larger of this and 1%% "
                         "of REF (default 0.05 s); beyond it the pair fails")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (a list for a list of pairs)")
     p.add_argument("--out", default=None, type=writable_file, metavar="RESULTS.csv",
                    help="also write one CSV row per pair and metric to this file")
-    p.add_argument("--workers", type=positive_int, default=1, help="processes for --pairs (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes for a list of pairs (default 1)")
 
 
 def _resolve_metrics(spec: str | None) -> list:
     from bench.metrics.base import select_metrics as resolve_metrics
 
     return resolve_metrics(spec)
-
-
-def _cell(path: str, line_no: int, value: Any) -> str:
-    """One CSV cell as stripped text; a row longer than the header is a user error."""
-    if isinstance(value, list):  # csv.DictReader puts surplus fields in a list under the key None
-        raise UserError(f"{path}:{line_no}: {len(value)} more field(s) than the header has columns")
-    return (value or "").strip()
-
-
-def _pair_file(path: str, line_no: int, column: str, text: str, base: Path) -> str:
-    """The absolute path a pairs-CSV cell names (relative to the CSV's folder); it must be a readable file."""
-    resolved = str(Path(text) if Path(text).is_absolute() else base / text)
-    try:
-        return existing_file(resolved)
-    except argparse.ArgumentTypeError as exc:
-        raise UserError(f"{path}:{line_no}: {column}: {exc}") from None
-
-
-def _pair_row(path: str, line_no: int, raw: dict, base: Path, default_domain: str) -> PairSpec:
-    """One data row of a pairs CSV as a PairSpec; UserError naming the line when it is not usable."""
-    row = {(k or "").strip().lower(): _cell(path, line_no, v) for k, v in raw.items()}
-    if not row.get("ref") or not row.get("deg"):
-        raise UserError(f"{path}:{line_no}: empty ref or deg")
-    domain = row.get("domain") or default_domain
-    if domain not in DOMAIN_CHOICES:
-        raise UserError(f"{path}:{line_no}: unknown domain {domain!r}; choose from {DOMAIN_CHOICES}")
-    ref, deg = (_pair_file(path, line_no, col, row[col], base) for col in ("ref", "deg"))
-    return PairSpec(id=row.get("id") or Path(row["deg"]).stem, ref=ref, deg=deg, domain=domain,
-                    transcript=row.get("transcript") or None)
-
-
-def _parse_pairs(path: str, f: TextIO, default_domain: str) -> list[PairSpec]:
-    """Rows of an open pairs CSV (header checked) as PairSpecs."""
-    reader = csv.DictReader(f)
-    fields = {(c or "").strip().lower() for c in (reader.fieldnames or [])}
-    if not {"ref", "deg"} <= fields:
-        raise UserError(f"{path}: needs a header with columns 'ref' and 'deg' (got {sorted(fields)})")
-    base = Path(path).resolve().parent
-    return [_pair_row(path, reader.line_num, raw, base, default_domain) for raw in reader]
-
-
-def _read_pairs(path: str, default_domain: str) -> list[PairSpec]:
-    """The pairs a CSV lists, every file checked; UserError (one line naming the problem) otherwise."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
-            pairs = _parse_pairs(path, f, default_domain)
-    except FileNotFoundError:
-        raise UserError(f"{path}: pairs file not found") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); expected a CSV file") from None
-    except csv.Error as exc:
-        raise UserError(f"{path}: malformed CSV ({exc})") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not pairs:
-        raise UserError(f"{path}: no pairs")
-    seen: dict[str, int] = {}
-    for pair in pairs:  # ids must be unique in the output; derived ones can collide
-        seen[pair.id] = seen.get(pair.id, 0) + 1
-        if seen[pair.id] > 1:
-            pair.id = f"{pair.id}#{seen[pair.id]}"
-    return pairs
 
 
 def _load(path: str) -> Audio:
@@ -280,18 +232,76 @@ def _score_all(pairs: list[PairSpec], names: list[str],
     return results, errors
 
 
-def _pairs_from_args(args: argparse.Namespace) -> list[PairSpec]:
-    """The pairs to score: REF DEG or the ``--pairs`` list (UserError for a wrong combination)."""
-    if args.pairs:
-        if args.ref or args.deg:
-            raise UserError("give either REF DEG or --pairs, not both")
-        if args.transcript is not None:
-            raise UserError("--transcript applies to REF DEG; with --pairs give a 'transcript' column")
-        return _read_pairs(args.pairs, args.domain)
-    if not (args.ref and args.deg):
-        raise UserError("give REF and DEG files (or --pairs LIST.csv)")
-    return [PairSpec(id=Path(args.deg).stem, ref=args.ref, deg=args.deg, domain=args.domain,
-                     transcript=args.transcript)]
+#: the ways of naming pairs: (label for messages, the options it takes); REF DEG is the first
+_SOURCES = (("REF DEG", ("ref", "deg")), ("--pairs", ("pairs",)), ("--ref-scp/--deg-scp", ("ref_scp", "deg_scp")),
+            ("--ref-dir/--deg-dir", ("ref_dir", "deg_dir")))
+
+
+def _source(args: argparse.Namespace) -> str:
+    """Which way of naming pairs the arguments use; UserError for none, several, or half of a pair of options."""
+    given = [(label, dests) for label, dests in _SOURCES if any(getattr(args, d) for d in dests)]
+    if not given:
+        raise UserError("give REF and DEG files, or a list: --pairs LIST.csv|LIST.jsonl, "
+                        "--ref-scp/--deg-scp or --ref-dir/--deg-dir")
+    if len(given) > 1:
+        labels = [label for label, _ in given]
+        raise UserError(f"give either {' or '.join(labels)}, not both" if len(labels) == 2
+                        else f"give one of {', '.join(labels)}, not several")
+    label, dests = given[0]
+    missing = [d for d in dests if not getattr(args, d)]
+    if missing:
+        if label == "REF DEG":
+            raise UserError("give REF and DEG files (or a list: --pairs, --ref-scp/--deg-scp, --ref-dir/--deg-dir)")
+        raise UserError(f"{label}: give both options (--{missing[0].replace('_', '-')} is missing)")
+    return label
+
+
+def _check_list_options(args: argparse.Namespace, source: str) -> None:
+    """Options that belong to some ways of naming pairs only; UserError when given with another."""
+    if source == "REF DEG":
+        if args.text_scp:
+            raise UserError("--text-scp applies to lists of pairs; for REF DEG give --transcript TEXT")
+    elif args.transcript is not None:
+        raise UserError("--transcript applies to REF DEG; with a list give a 'transcript' column or key, "
+                        "or --text-scp")
+    if args.allow_unpaired and source not in ("--ref-scp/--deg-scp", "--ref-dir/--deg-dir"):
+        raise UserError("--allow-unpaired applies to --ref-scp/--deg-scp and --ref-dir/--deg-dir")
+
+
+def _read_list(args: argparse.Namespace, source: str) -> PairList:
+    """The pairs of the list the arguments name (every file checked), with the ids left unpaired."""
+    from bench import pairs as pairs_mod
+
+    if source == "--pairs":
+        return PairList(pairs_mod.read_pairs_file(args.pairs, args.domain))
+    if source == "--ref-scp/--deg-scp":
+        return pairs_mod.pairs_from_scp(args.ref_scp, args.deg_scp, args.domain, allow_unpaired=args.allow_unpaired)
+    from bench.datasets._common import AUDIO_EXTENSIONS
+
+    return pairs_mod.pairs_from_dirs(args.ref_dir, args.deg_dir, AUDIO_EXTENSIONS, args.domain,
+                                     allow_unpaired=args.allow_unpaired)
+
+
+def _pairs_from_args(args: argparse.Namespace) -> tuple[PairList, list[str]]:
+    """The pairs to score and notes for stderr (ids left unpaired, pairs without a transcript).
+
+    UserError for a wrong combination of options or an unusable list, before any scoring.
+    """
+    source = _source(args)
+    _check_list_options(args, source)
+    if source == "REF DEG":
+        return PairList([PairSpec(id=Path(args.deg).stem, ref=args.ref, deg=args.deg, domain=args.domain,
+                                  transcript=args.transcript)]), []
+    listed = _read_list(args, source)
+    notes = [n for n in [listed.note()] if n]
+    if args.text_scp:
+        from bench.pairs import add_transcripts, read_text_scp
+
+        without = add_transcripts(listed.pairs, read_text_scp(args.text_scp), args.text_scp)
+        if without:
+            notes.append(f"{without} of {len(listed.pairs)} pair(s) have no transcript in {args.text_scp} "
+                         "(WER/CER cannot score them)")
+    return listed, notes
 
 
 def _metric_names(spec: str | None) -> list[str]:
@@ -305,15 +315,17 @@ def _metric_names(spec: str | None) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     """``bench score``: check every input, score the pairs, print them (and write ``--out``)."""
     names = _metric_names(args.metrics)
-    pairs = _pairs_from_args(args)
-    results, errors = _score_all(pairs, names, args)
+    listed, notes = _pairs_from_args(args)
+    results, errors = _score_all(listed.pairs, names, args)
     if args.json:
-        payload: Any = results[0] if (not args.pairs and results) else results
+        payload: Any = results[0] if (args.ref and results) else results
         print(json.dumps(_jsonable(payload), indent=2, allow_nan=False))
     else:
         _print_table(results)
     if args.out:
         _write_csv(args.out, results)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     for e in errors:
         print(f"error: {one_line(e)}", file=sys.stderr)
     return 1 if errors else 0

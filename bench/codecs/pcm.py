@@ -35,10 +35,11 @@ class Pcm16Codec(Codec):
         self.channels = int(channels)
 
     def for_input(self, sample_rate_hz: int, channels: int) -> "Pcm16Codec":
-        """This codec at an input's own rate and channel count (loaded on the same device)."""
-        other = Pcm16Codec(self.checkpoint, sample_rate_hz, channels)
-        if self._loaded:
-            other.load(self.device)
+        """This codec (a copy: a subclass keeps its type and settings) at an input's own rate and channel count."""
+        import copy
+
+        other = copy.copy(self)
+        other.sample_rate_hz, other.channels = int(sample_rate_hz), int(channels)
         return other
 
     @property

@@ -82,7 +82,9 @@ def stft(x: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
                       center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
 
 
-# complex STFT elements per block (both signals together): about 128 MB in complex64
+# complex STFT elements per block and pair of rows (one preds row and its target): about 128 MB in
+# complex64. Per pair, not per batch: how the frames are cut into blocks (and so the order of the sums
+# accumulated over blocks) depends only on the signal's length, never on how many items share a batch.
 STFT_BLOCK_ELEMENTS = 16_000_000
 
 
@@ -97,12 +99,14 @@ def stft_blocks(x: torch.Tensor, n_fft: int, hop_length: int, max_elements: int 
 
     Identical frames to one ``stft(x)`` call (the reflect padding is applied once to the whole signal,
     then each block is framed without centring), so per-frame statistics can be accumulated over blocks
-    and long items (minutes of 48 kHz audio with a hop of 8) do not need gigabytes at once.
+    and long items (minutes of 48 kHz audio with a hop of 8) do not need gigabytes at once. The block
+    length is set by ``max_elements`` per pair of rows (``x`` holds preds and targets): the same blocks,
+    and so the same values, for an item scored alone or in a batch; a batch's memory grows with its size.
     """
     max_elements = STFT_BLOCK_ELEMENTS if max_elements is None else max_elements
     frames = num_frames(x.shape[-1], hop_length)
     bins = n_fft // 2 + 1
-    per_block = max(1, max_elements // max(1, x.shape[0] * bins))
+    per_block = max(1, max_elements // (2 * bins))
     if frames <= per_block:
         yield stft(x, n_fft, hop_length)
         return

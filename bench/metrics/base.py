@@ -8,11 +8,16 @@ never 0, never dropped. Raising :class:`MetricError` fails the whole batch with 
 
 Per-item context that some metrics need (the transcript for WER, the domain for ViSQOL's mode)
 arrives through the keyword ``items``: a list of :class:`~bench.datasets.base.Item` or None.
+
+:func:`compute` times each call (``time.perf_counter``; on CUDA inputs the device is synchronised
+before and after, so queued kernels count) and gives every value of the batch the call's seconds
+divided by the batch size (``MetricValue.compute_s``): the cost of one item, whatever batch it ran in.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -35,6 +40,7 @@ class MetricValue:
     value: float
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    compute_s: float | None = None  # seconds of the metric call per item (batch time / batch size)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +73,7 @@ class MetricSpec:
     requires: tuple[str, ...] = ()  # pip packages the backend needs
     batched: bool = True  # can take B > 1 in one call
     default: bool = True  # part of the default metric set of ``bench run``
+    on_device: bool = False  # pure torch: runs on the scoring device, batched over one reference's reconstructions
 
     def applies_to(self, domain: str | None, has_transcript: bool = False) -> tuple[bool, str]:
         """Whether the metric applies to an item; (False, reason) when not."""
@@ -140,13 +147,30 @@ def compute(spec: MetricSpec, preds: torch.Tensor, target: torch.Tensor, *,
         return [failed(f"{spec.name} runs at {spec.sample_rate_hz} Hz, got audio at {sample_rate_hz} Hz")
                 for _ in range(batch)]
     rate = spec.sample_rate_hz if spec.sample_rate_hz is not None else sample_rate_hz
+    cuda = _on_cuda(preds, target)
+    start = _clock(cuda)
     try:
-        raw = spec.fn(preds, target, sample_rate_hz=rate, items=items, **options)
-        return as_values(raw, batch)
+        values = as_values(spec.fn(preds, target, sample_rate_hz=rate, items=items, **options), batch)
     except MetricError as exc:
-        return [failed(str(exc)) for _ in range(batch)]
+        values = [failed(str(exc)) for _ in range(batch)]
     except Exception as exc:  # noqa: BLE001 - a backend crash must not stop the run
-        return [failed(f"{type(exc).__name__}: {exc}") for _ in range(batch)]
+        values = [failed(f"{type(exc).__name__}: {exc}") for _ in range(batch)]
+    per_item_s = (_clock(cuda) - start) / max(1, batch)
+    for v in values:
+        v.compute_s = per_item_s
+    return values
+
+
+def _on_cuda(*tensors: Any) -> bool:
+    """Whether any of ``tensors`` is a CUDA tensor (its kernels run asynchronously)."""
+    return any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors)
+
+
+def _clock(cuda: bool) -> float:
+    """``time.perf_counter()``, after waiting for the CUDA queue when ``cuda`` (so its kernels are timed)."""
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def select_metrics(spec: str | None, *, say: Callable[[str], None] | None = None) -> list[MetricSpec]:

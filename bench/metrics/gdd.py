@@ -143,4 +143,5 @@ for _name, _fn, _what in (("gdd", gdd, "group-delay deviation (APD_GD)"),
         version="1",
         source=_SOURCE,
         description=f"{_what}, at the item's comparison rate",
+        on_device=True,
     ))

@@ -68,4 +68,5 @@ SPEC = register_metric(MetricSpec(
     version="1",
     source="AP-BWE cal_metrics.py cal_lsd (n_fft 2048, hop 512, log10 power clamp 1e-8, RMS over freq, mean over frames)",
     description="log-spectral distance, AP-BWE/APCodec definition, at the item's comparison rate",
+    on_device=True,
 ))

@@ -213,8 +213,17 @@ class MultiScaleMelDistance(torch.nn.Module):
 
     def forward(self, preds: torch.Tensor, target: torch.Tensor,
                 sample_rate_hz: int | None = None) -> torch.Tensor:
-        """Distance per item ``[B]``: the sum over scales of :meth:`per_scale`."""
-        return self.per_scale(preds, target, sample_rate_hz).sum(dim=0)
+        """Distance per item ``[B]``: the sum over scales of :meth:`per_scale`.
+
+        Added scale by scale, elementwise: a reduction over the scale axis of a ``[n_scales, B]``
+        tensor is ordered differently for B = 1 and B > 1, which changed the last bit of an item's
+        value with the batch it shared.
+        """
+        terms = self.per_scale(preds, target, sample_rate_hz)
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total
 
 
 def mel_distance(preds: torch.Tensor, target: torch.Tensor, *, sample_rate_hz: int | None = None,
@@ -243,4 +252,5 @@ SPEC = register_metric(MetricSpec(
     source="descript-audio-codec MelSpectrogramLoss with conf/base.yml (windows 32..2048, mels 5..320)",
     description="DAC 7-scale log-mel L1 distance at the item's comparison rate",
     min_duration_s=0.0,
+    on_device=True,
 ))

@@ -79,4 +79,5 @@ SPEC = register_metric(MetricSpec(
     source="Le Roux et al. 2019 (zero-mean SI-SDR); = descript-audio-codec SISDRLoss defaults (sign flipped, no eps)",
     description="scale-invariant SDR after mean removal, float64, clipped to ±300 dB",
     min_duration_s=0.0,
+    on_device=True,
 ))

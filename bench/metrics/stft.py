@@ -113,4 +113,5 @@ SPEC = register_metric(MetricSpec(
     version="1",
     source="descript-audio-codec MultiScaleSTFTLoss class defaults (windows 2048, 512; pow 2; eps 1e-5)",
     description="DAC 2-scale STFT distance at the item's comparison rate",
+    on_device=True,
 ))

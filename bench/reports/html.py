@@ -28,6 +28,7 @@ from bench.reports.cached_audio import CachedAudioSource
 from bench.reports.load import RunData
 from bench.reports.report import (
     FOOTNOTES,
+    TIME_TEXT,
     Report,
     bd_rows,
     counts_rows,
@@ -35,7 +36,11 @@ from bench.reports.report import (
     fmt,
     paired_rows,
     summary_rows,
+    time_codec_rows,
+    time_metric_rows,
+    time_total_rows,
 )
+from bench.reports.tables import OVERHEAD_MEANING
 
 AudioSource = Callable[[str, "str | None", "str | None"], Any]
 
@@ -326,7 +331,8 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
                "(with reasons), not applicable (the metric does not apply to the item), missing (not yet run).</p>"
                + _table(counts_rows(report)))
     sec.append('<h2 id="efficiency">Efficiency</h2><p class="note">RTF = processing seconds / audio seconds on the '
-               "run's device (below 1 is faster than real time).</p>" + _table(efficiency_rows(report)))
+               "run's device (below 1 is faster than real time).</p>" + _table(efficiency_rows(report))
+               + _time_section(report))
     sec.append('<h2 id="listen">Listening examples</h2>'
                + listening_section(report, out_dir, audio_source, excerpt_s=excerpt_s, target_kbps=target_kbps))
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in report.codec_notes())
@@ -337,6 +343,13 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
     path = out_dir / "index.html"
     path.write_text(_page(report.header(), "".join(sec)), encoding="utf-8")
     return path
+
+
+def _time_section(report: Report) -> str:
+    """Where the run's time went: per codec@op, per metric, and the run's totals with the overhead ratio."""
+    return (f'<h3 id="time">Where the run\'s time went</h3><p class="note">{_e(TIME_TEXT)}</p>'
+            f"<h4>Codecs</h4>{_table(time_codec_rows(report))}<h4>Metrics</h4>{_table(time_metric_rows(report))}"
+            f'<h4>Totals</h4>{_table(time_total_rows(report))}<p class="note">{_e(OVERHEAD_MEANING)}</p>')
 
 
 def _rd_section(report: Report, out_dir: Path) -> str:

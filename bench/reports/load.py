@@ -169,7 +169,7 @@ def load_run(run_dir: str | Path, run_id: str | None = None) -> RunData:
     results["dataset"] = results["dataset"].fillna("")
     results["cluster"] = results["cluster"].fillna(results["item_id"])
     results["value"] = pd.to_numeric(results["value"], errors="coerce")
-    for col in ("nominal_kbps", "measured_kbps"):
+    for col in ("nominal_kbps", "measured_kbps", "compute_s"):  # compute_s: NaN for runs made before it
         results[col] = pd.to_numeric(results[col], errors="coerce")
     base = Path(run_dir) if Path(run_dir).is_dir() else db.parent
     return RunData(base, db, run_id, manifest, items, coded, results, skipped, codec_info,

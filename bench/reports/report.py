@@ -44,6 +44,9 @@ class Report:
     n_boot: int
     alpha: float
     plots: dict[str, Path] = field(default_factory=dict)  # metric -> PNG
+    time_codecs: Any = None  # where the run's time went (tables.time_codecs / time_metrics / time_totals)
+    time_metrics: Any = None
+    time_totals: Any = None
 
     @property
     def methods(self) -> str:
@@ -81,6 +84,7 @@ def build(data: RunData, *, reference: str | None = None, n_boot: int = stats.DE
     """Compute every table of a report (summary first: BD and paired tests are built on it)."""
     ref = tables.resolve_reference(data, reference)
     summary = tables.summary(data, n_boot=n_boot, seed=seed)
+    time_codecs, time_metrics = tables.time_codecs(data), tables.time_metrics(data)
     return Report(
         data=data, reference=ref, summary=summary,
         bd=tables.bd_table(data, summary, ref),
@@ -88,6 +92,8 @@ def build(data: RunData, *, reference: str | None = None, n_boot: int = stats.DE
         counts=tables.counts_table(data),
         efficiency=tables.efficiency_table(data),
         n_boot=n_boot, alpha=alpha,
+        time_codecs=time_codecs, time_metrics=time_metrics,
+        time_totals=tables.time_totals(data, time_codecs, time_metrics),
     )
 
 
@@ -101,11 +107,15 @@ def write_plots(report: Report, out_dir: Path) -> dict[str, Path]:
     return report.plots
 
 
+#: the tables written as ``<name>.csv``
+CSV_TABLES = ("summary", "bd", "paired", "counts", "efficiency", "time_codecs", "time_metrics", "time_totals")
+
+
 def write_csv(report: Report, out_dir: Path) -> list[Path]:
     """Write each table as ``<name>.csv`` (full precision, for other tools)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("summary", "bd", "paired", "counts", "efficiency"):
+    for name in CSV_TABLES:
         frame = getattr(report, name)
         banner = demo_banner(report.data)
         if banner:  # first column, so the warning travels with every row
@@ -140,6 +150,8 @@ def write_json(report: Report, out_dir: Path) -> Path:
         "codec_checkpoints": report.codec_rows(), "codec_notes": report.codec_notes(),
         "summary": _records(report.summary), "bd": _records(report.bd), "paired": _records(report.paired),
         "counts": _records(report.counts), "efficiency": _records(report.efficiency),
+        "time": {"codecs": _records(report.time_codecs), "metrics": _records(report.time_metrics),
+                 "totals": (_records(report.time_totals) or [{}])[0], "overhead_meaning": tables.OVERHEAD_MEANING},
         "plots": {m: str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
                   for m, p in report.plots.items()},
     }
@@ -272,6 +284,70 @@ def efficiency_rows(report: Report) -> list[dict[str, str]]:
     return rows
 
 
+NOT_RECORDED = "not recorded"
+
+
+def _seconds(x: Any) -> str:
+    """Seconds for the time tables; "not recorded" where the run did not measure them (never 0)."""
+    return NOT_RECORDED if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt(x)
+
+
+def time_codec_rows(report: Report) -> list[dict[str, str]]:
+    """Display rows of the per-codec time table (shared by markdown and HTML)."""
+    rows = []
+    frame = report.time_codecs
+    for r in frame.itertuples() if frame is not None and len(frame) else []:
+        rows.append({"codec": f"{r.label}@{r.op}", "items": str(r.items), "audio s": _seconds(r.audio_s),
+                     "encode s": _seconds(r.encode_s), "decode s": _seconds(r.decode_s),
+                     "encode s per audio s": _seconds(r.encode_rtf), "decode s per audio s": _seconds(r.decode_rtf),
+                     "attribution": r.timing or ""})
+    return rows
+
+
+def time_metric_rows(report: Report) -> list[dict[str, str]]:
+    """Display rows of the per-metric time table (shared by markdown and HTML)."""
+    rows = []
+    frame = report.time_metrics
+    for r in frame.itertuples() if frame is not None and len(frame) else []:
+        rows.append({"metric": r.metric, "compute s": _seconds(r.compute_s),
+                     "s per audio s": _seconds(r.s_per_audio_s), "rows timed": f"{r.rows_timed}/{r.rows}"})
+    return rows
+
+
+def _present(x: Any) -> bool:
+    """False for a value the run did not record (None, NaN, empty text)."""
+    return not (x is None or x == "" or (isinstance(x, float) and not math.isfinite(x)))
+
+
+def time_total_rows(report: Report) -> list[dict[str, str]]:
+    """Display rows of the run's time totals, one quantity a row (shared by markdown and HTML)."""
+    frame = report.time_totals
+    if frame is None or not len(frame):
+        return []
+    t = frame.iloc[0]
+    engine = " / ".join(str(x) for x in (t["engine"], t["workers"]) if _present(x))
+    rows = [("codec compute (encode + decode) s", _seconds(t["codec_compute_s"])),
+            ("metric compute s", _seconds(t["metric_compute_s"])), ("wall time s", _seconds(t["wall_s"])),
+            ("cores", str(int(t["cores"])) if _present(t["cores"]) else NOT_RECORDED),
+            ("engine / workers", engine or NOT_RECORDED), ("overhead ratio", _seconds(t["overhead_ratio"]))]
+    out = [{"quantity": q, "value": v} for q, v in rows]
+    if t["note"]:
+        out.append({"quantity": "note", "value": str(t["note"])})
+    return out
+
+
+TIME_TEXT = ("Compute seconds as the run measured them: encode and decode per coded item (batched work "
+             "split over its items as the attribution says), each metric call per result row (a batch's "
+             "time over its size). A run made before a time was recorded says so ('not recorded', never 0).")
+
+
+def _md_time_section(report: Report) -> list[str]:
+    """The "where the run's time went" part of the efficiency section of ``report.md``."""
+    return ["### Where the run's time went", "", TIME_TEXT, "", "#### Codecs", "",
+            _md_table(time_codec_rows(report)), "#### Metrics", "", _md_table(time_metric_rows(report)),
+            "#### Totals", "", _md_table(time_total_rows(report)), tables.OVERHEAD_MEANING, ""]
+
+
 def _md_header(h: dict[str, Any]) -> list[str]:
     """Title and run line of ``report.md`` (user strings escaped)."""
     codecs = ", ".join(md_escape(h["codec_labels"][c]) for c in h["codecs"])
@@ -315,6 +391,7 @@ def write_markdown(report: Report, out_dir: Path) -> Path:
     lines += ["## Counts", "", _md_table(counts_rows(report))]
     lines += ["## Efficiency", "", "RTF = processing seconds / audio seconds on the run's device (below 1 is faster than real time).",
               "", _md_table(efficiency_rows(report))]
+    lines += _md_time_section(report)
     lines += ["## Codecs and checkpoints", "", _md_table(report.codec_rows()), *report.codec_notes(), ""]
     lines += ["## Methods", "", report.methods, ""]
     path = out_dir / "report.md"

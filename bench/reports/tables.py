@@ -1,4 +1,5 @@
-"""The report's tables, computed from one run: summary with CIs, BD deltas, paired tests, counts, efficiency.
+"""The report's tables, computed from one run: summary with CIs, BD deltas, paired tests, counts, efficiency
+and where the run's time went.
 
 Every function returns a pandas DataFrame with plain columns so the same numbers go to CSV,
 JSON, markdown and HTML.
@@ -307,7 +308,7 @@ def efficiency_table(data: RunData) -> pd.DataFrame:
 
     rows = []
     c = data.coded
-    for (codec, op), g in c.groupby(["codec", "op"], sort=True):
+    for (codec, op), g in _by_codec_and_rate(c):
         g = g[g["status"].fillna("ok") == "ok"]
         audio = g["audio_s"].astype(float)
         enc, dec = g["encode_s"].astype(float), g["decode_s"].astype(float)
@@ -325,3 +326,151 @@ def efficiency_table(data: RunData) -> pd.DataFrame:
             "checkpoint_hash": _short_hash(_first_key(info, ("checkpoint_hash", "hash"))),
         })
     return pd.DataFrame(rows)
+
+
+def _nominal_kbps(value: Any) -> float:
+    """A nominal rate as a number for sorting (unknown ones sort last)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return math.inf
+    return f if math.isfinite(f) else math.inf
+
+
+def _by_codec_and_rate(frame: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
+    """``frame`` grouped by (codec, op), ordered by codec, then nominal kbps as a number, then op."""
+    groups = list(frame.groupby(["codec", "op"], sort=False))
+    return sorted(groups, key=lambda kg: (str(kg[0][0]), _nominal_kbps(kg[1]["nominal_kbps"].min()), str(kg[0][1])))
+
+
+def _total_s(values: Any) -> float:
+    """Sum of the finite entries of ``values``; NaN (not recorded) when there is none, never 0."""
+    v = np.asarray(values, dtype=float)
+    ok = np.isfinite(v)
+    return float(v[ok].sum()) if ok.any() else math.nan
+
+
+def _per_audio_s(seconds: Any, audio_s: Any) -> float:
+    """Seconds of work per audio second over the rows where both are recorded (NaN when none are)."""
+    s_, a = np.asarray(seconds, dtype=float), np.asarray(audio_s, dtype=float)
+    ok = np.isfinite(s_) & np.isfinite(a) & (a > 0)
+    return float(s_[ok].sum() / a[ok].sum()) if ok.any() else math.nan
+
+
+def _joined(texts: Iterable[Any]) -> str:
+    """The distinct non-empty strings of ``texts``, in order of first appearance, joined with '; '."""
+    seen: dict[str, None] = {}
+    for t in texts:
+        if isinstance(t, str) and t:
+            seen.setdefault(t, None)
+    return "; ".join(seen)
+
+
+def time_codecs(data: RunData) -> pd.DataFrame:
+    """Per (codec, op): encode and decode seconds summed over the coded rows, and their RTFs.
+
+    Every row that recorded a time counts (a failed decode took time too); RTF = seconds per audio
+    second over the rows with both recorded. ``timing`` is how the runner attributed the seconds
+    (batched work split over its items, say), where it said. NaN means not recorded, never 0.
+    """
+    import pandas as pd
+
+    c = data.coded.copy()
+    if "timing" not in c:
+        c["timing"] = None
+    rows = []
+    for (codec, op), g in _by_codec_and_rate(c):
+        enc, dec, audio = (pd.to_numeric(g[k], errors="coerce") for k in ("encode_s", "decode_s", "audio_s"))
+        rows.append({
+            "codec": codec, "label": data.label(codec), "op": op,
+            "nominal_kbps": float(g["nominal_kbps"].min()) if g["nominal_kbps"].notna().any() else math.nan,
+            "items": int(len(g)), "audio_s": _total_s(audio), "encode_s": _total_s(enc), "decode_s": _total_s(dec),
+            "encode_rtf": _per_audio_s(enc, audio), "decode_rtf": _per_audio_s(dec, audio),
+            "timing": _joined(g["timing"]),
+        })
+    cols = ["codec", "label", "op", "nominal_kbps", "items", "audio_s", "encode_s", "decode_s", "encode_rtf",
+            "decode_rtf", "timing"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _result_audio_s(data: RunData) -> Any:
+    """Audio seconds behind each result row: the item's duration, else its coded row's ``audio_s``."""
+    import pandas as pd
+
+    r = data.results
+    dur = pd.to_numeric(r["item_id"].map(data.items.set_index("item_id")["duration_s"]), errors="coerce")
+    coded = data.coded.set_index(["item_id", "codec", "op"])["audio_s"]
+    keys = pd.MultiIndex.from_arrays([r["item_id"], r["codec"], r["op"]])
+    from_coded = pd.to_numeric(pd.Series(coded.reindex(keys).to_numpy(), index=r.index), errors="coerce")
+    return dur.where(np.isfinite(dur), from_coded)
+
+
+def time_metrics(data: RunData) -> pd.DataFrame:
+    """Per metric: seconds of metric calls summed over its result rows, and seconds per audio second.
+
+    ``rows_timed`` of ``rows`` recorded a ``compute_s`` (runs made before it was recorded have none:
+    the total is NaN, not recorded, never 0; a resumed run can have some).
+    """
+    import pandas as pd
+
+    r = data.results
+    compute = pd.to_numeric(r["compute_s"], errors="coerce") if "compute_s" in r else pd.Series(math.nan, index=r.index)
+    audio = _result_audio_s(data) if len(r) else pd.Series(dtype=float)
+    rows = []
+    for metric in sorted(set(r["metric"])):
+        mask = r["metric"] == metric
+        cs = compute[mask]
+        rows.append({"metric": metric, "rows": int(mask.sum()), "rows_timed": int(np.isfinite(cs).sum()),
+                     "compute_s": _total_s(cs), "s_per_audio_s": _per_audio_s(cs, audio[mask])})
+    return pd.DataFrame(rows, columns=["metric", "rows", "rows_timed", "compute_s", "s_per_audio_s"])
+
+
+#: what the overhead ratio of :func:`time_totals` means, for every format of the report
+OVERHEAD_MEANING = ("Overhead ratio = wall time / ((codec compute + metric compute) / cores). 1.0 means every "
+                    "core was busy with real work (encoding, decoding, scoring) for the whole run; 2.0 means half "
+                    "of the core-seconds went to loading, waiting, scheduling or idle cores. Below 1 the measured "
+                    "work overlapped beyond the CPU cores (a GPU, or timers that include waiting).")
+
+
+def _manifest_timing(data: RunData) -> dict[str, Any]:
+    """The run manifest's ``timing`` block (wall_s, cores, engine, workers), empty for runs without it."""
+    t = data.manifest.get("timing")
+    return t if isinstance(t, dict) else {}
+
+
+def _number(x: Any) -> float:
+    """``x`` as a float, NaN when it is missing or not a number."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+def time_totals(data: RunData, codecs: pd.DataFrame | None = None, metrics: pd.DataFrame | None = None
+                ) -> pd.DataFrame:
+    """One row: codec compute, metric compute, wall time, cores, engine, workers and the overhead ratio.
+
+    Compute totals come from the store's rows, wall time and cores from the manifest's ``timing``;
+    anything not recorded is NaN (the ratio too), never 0. ``note`` says when only part of the
+    rows carried a time (the ratio then counts only that part of the work).
+    """
+    import pandas as pd
+
+    codecs = time_codecs(data) if codecs is None else codecs
+    metrics = time_metrics(data) if metrics is None else metrics
+    timing = _manifest_timing(data)
+    codec_s = _total_s(list(codecs["encode_s"]) + list(codecs["decode_s"]))
+    metric_s = _total_s(metrics["compute_s"])
+    wall_s, cores = _number(timing.get("wall_s")), _number(timing.get("cores"))
+    work = (0.0 if math.isnan(codec_s) else codec_s) + (0.0 if math.isnan(metric_s) else metric_s)
+    known = not (math.isnan(codec_s) or math.isnan(metric_s) or math.isnan(wall_s) or math.isnan(cores))
+    ratio = wall_s / (work / cores) if known and work > 0 and cores > 0 else math.nan
+    untimed = int((metrics["rows"] - metrics["rows_timed"]).sum()) if len(metrics) else 0
+    note = (f"{untimed} of {int(metrics['rows'].sum())} result rows recorded no compute time; the totals count "
+            "the rest" if untimed and not math.isnan(metric_s) else "")
+    return pd.DataFrame([{
+        "codec_compute_s": codec_s, "metric_compute_s": metric_s, "wall_s": wall_s,
+        "cores": int(cores) if not math.isnan(cores) else None, "engine": timing.get("engine"),
+        "workers": timing.get("workers"), "overhead_ratio": ratio, "note": note,
+    }])
