@@ -119,7 +119,8 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", type=argtypes.writable_file, default=None, help="write the markdown summary here")
     p.add_argument("--bootstrap", type=argtypes.range_arg(BOOTSTRAP), default=DEFAULT_BOOTSTRAP,
                    help=f"bootstrap resamples, 1 .. {MAX_BOOTSTRAP} (default 2000)")
-    p.add_argument("--seed", type=argtypes.range_arg(SEED), default=0)
+    p.add_argument("--seed", type=argtypes.range_arg(SEED), default=0,
+                   help="seed of the bootstrap behind the confidence bounds (default 0)")
     p.add_argument("--cache-dir", type=argtypes.writable_dir, default=None,
                    help="reconstruction cache for a checkpoint run")
     p.add_argument("--device", type=argtypes.torch_device, default=None,

@@ -7,8 +7,12 @@ loaded by ``bench.cli.main`` before this runs) end with ``[plugin NAME]``.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from bench.registry import CODECS, DATASETS, METRICS, Registry
+
+if TYPE_CHECKING:
+    from bench.codecs.base import CodecSpec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,10 +31,17 @@ def _yes_no(reason: str | None) -> str:
     return "yes" if reason is None else f"no ({reason})"
 
 
+def _points(spec: CodecSpec) -> str:
+    """Every operating point as ``NAME (KBPS)``, the default sweep's marked ``NAME (KBPS)*``."""
+    return ", ".join(f"{p.name} ({p.nominal_kbps:g}){'*' if spec.sweep is None or p.name in spec.sweep else ''}"
+                     for p in spec.operating_points)
+
+
 def _ls_codecs() -> None:
+    """One line per codec: rate, channels, operating points (default sweep starred), backend and weights."""
     from bench.codecs.base import codec_availability
 
-    print(f"{'codec':<12} {'rate':>7} {'ch':>3}  operating points (nominal kbps); sweep; backend; weights")
+    print(f"{'codec':<12} {'rate':>7} {'ch':>3}  operating points (nominal kbps; * = default sweep); sweep; backend; weights")
     for name, factory in CODECS.items():
         availability = codec_availability(name)
         status = f"backend {_yes_no(availability.backend)}; weights {_yes_no(availability.weights)}"
@@ -40,10 +51,11 @@ def _ls_codecs() -> None:
             detail = status if not availability.ok else f"{exc}; {status}"
             print(f"{name:<12} unavailable: {detail}{_from(CODECS, name)}")
             continue
-        ops = ", ".join(f"{p.name} ({p.nominal_kbps:g})" for p in spec.operating_points)
         sweep = " ".join(p.name for p in spec.operating_points if spec.sweep is None or p.name in spec.sweep)
-        print(f"{name:<12} {spec.sample_rate_hz:>7} {spec.channels:>3}  {ops}; sweep {sweep}; {status}"
+        print(f"{name:<12} {spec.sample_rate_hz:>7} {spec.channels:>3}  {_points(spec)}; sweep {sweep}; {status}"
               f"{_from(CODECS, name)}")
+    print("* = the default sweep: the points '--codecs all' or a bare NAME runs; NAME@OP picks one point, "
+          "NAME@* every point")
 
 
 def _ls_metrics() -> None:

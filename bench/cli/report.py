@@ -2,13 +2,17 @@
 
 Writes R-D plots (one PNG per metric) and, per ``--format``: ``summary.csv`` and friends,
 ``report.md``, ``report.json`` and a standalone ``index.html`` with listening examples.
-Default output folder: ``RUN_DIR/report``.
+Default output folder: ``RUN_DIR/report``. Each stage (loading, statistics, plots, tables, HTML)
+is announced on stderr as it starts, with the seconds so far; ``--no-progress`` silences them.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from bench.cli.args import (
     existing_path,
@@ -17,7 +21,7 @@ from bench.cli.args import (
     non_negative_int,
     writable_dir,
 )
-from bench.reports.make import FORMATS, make_report
+from bench.reports.make import FORMATS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bitrate for listening examples (default: the rate most codecs are closest to)")
     p.add_argument("--excerpt-s", type=float_range(0.1, 600.0), default=5.0, help="length of listening excerpts (default 5 s)")
     p.add_argument("--no-audio", action="store_true", help="skip listening examples in the HTML report")
+    p.add_argument("--no-progress", action="store_true",
+                   help="print no stage lines on stderr (loading, statistics, plots, tables...); the summary line stays")
 
 
 def parse_formats(text: str) -> list[str]:
@@ -49,12 +55,66 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
+def _stages(args: argparse.Namespace, formats: list[str], say: Callable[[str], None]) -> dict[str, Path]:
+    """Write the report stage by stage, saying each stage as it starts (loading: once it is loaded and checked,
+    so that a mistake in the command stays the one line on stderr).
+
+    The same steps, in the same order and with the same options, as ``bench.reports.make.make_report``
+    (the programmatic entry point), which gives no progress of its own.
+    """
+    from bench.deps import require
+
+    require(["pandas", "matplotlib"], "bench report")
+    from bench.reports import html as html_mod
+    from bench.reports import report as rep
+    from bench.reports import tables
+    from bench.reports.load import load_run
+
+    t0 = time.perf_counter()
+
+    def stage(text: str) -> None:
+        say(f"report: {text} [{time.perf_counter() - t0:.1f} s]")
+
+    data = load_run(args.run_dir, args.run_id)
+    tables.resolve_reference(data, args.reference)  # a mistake here is the one line on stderr, before any stage's
+    out = Path(args.out) if args.out else data.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    stage(f"loaded {data.run_dir} (run {data.run_id}: {len(data.results)} result rows) -> {out}")
+    stage(f"statistics ({args.bootstrap} bootstrap resamples, BD-rate, paired tests)")
+    report = rep.build(data, reference=args.reference, n_boot=args.bootstrap, alpha=args.alpha, seed=args.seed)
+    stage("R-D plots")
+    written = {f"plot:{metric}": path for metric, path in rep.write_plots(report, out).items()}
+    if "csv" in formats:
+        stage("CSV tables")
+        written.update({f"csv:{path.stem}": path for path in rep.write_csv(report, out)})
+    if "json" in formats:
+        stage("JSON")
+        written["json"] = rep.write_json(report, out)
+    if "md" in formats:
+        stage("markdown")
+        written["md"] = rep.write_markdown(report, out)
+    if "html" in formats:
+        stage("HTML" + ("" if args.no_audio else " with listening examples"))
+        source = None if args.no_audio else html_mod.default_audio_source(data)
+        written["html"] = html_mod.write_html(report, out, audio_source=source, excerpt_s=args.excerpt_s,
+                                              target_kbps=args.listen_kbps)
+    stage("done")
+    return written
+
+
+def _quiet(message: str) -> None:
+    """A stage printer that prints nothing (--no-progress)."""
+
+
+def _stderr(message: str) -> None:
+    """Print one stage line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def main(args: argparse.Namespace) -> int:
-    """``bench report``: write the report and print where it went."""
+    """``bench report``: write the report (its stages on stderr unless --no-progress) and print where it went."""
     formats = parse_formats(args.format) if isinstance(args.format, str) else args.format
-    written = make_report(args.run_dir, args.out, reference=args.reference, formats=formats,
-                          run_id=args.run_id, n_boot=args.bootstrap, alpha=args.alpha, seed=args.seed,
-                          with_audio=not args.no_audio, listen_kbps=args.listen_kbps, excerpt_s=args.excerpt_s)
+    written = _stages(args, formats, _quiet if getattr(args, "no_progress", False) else _stderr)
     folder = next(iter(written.values())).parent if written else Path(".")
     main_file = written.get("html") or written.get("md") or folder
     n_plots = sum(1 for k in written if k.startswith("plot:"))
