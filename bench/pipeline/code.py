@@ -123,6 +123,12 @@ def run_code_job(codec: Codec, fingerprint: str, job: CodeJob, cache: ReconCache
 
     The codec must be loaded. A failing pair is an outcome with its reason; the others go on.
     """
+    if getattr(codec, "external", False):
+        outcomes = [read_external(codec, job.key, ref, codec.spec.op(name), fingerprint, cache)
+                    for ref in job.refs for name in job.ops.get(ref.item_id, [])]
+        if job.device_metrics:
+            score_on_device(codec, job, outcomes)
+        return outcomes
     hits: list[CodeOutcome] = []
     coders: dict[tuple[int, int], Codec] = {}  # the codec per input format (one, except for follows_input codecs)
     misses: dict[tuple[int, int], dict[str, list[tuple[PreparedRef, str]]]] = {}  # format -> op name -> (ref, key)
@@ -145,6 +151,40 @@ def run_code_job(codec: Codec, fingerprint: str, job: CodeJob, cache: ReconCache
     if job.device_metrics:
         score_on_device(codec, job, outcomes)
     return outcomes
+
+
+def read_external(codec: Codec, codec_key: str, ref: PreparedRef, op: OperatingPoint, fingerprint: str,
+                  cache: ReconCache) -> CodeOutcome:
+    """A reconstruction made elsewhere (``decoded:DIR``): read, brought to the item's rate, length-checked, cached.
+
+    Measured kbps comes from the bitstream's size when the folder has one; else it is not measured (None).
+    """
+    from bench.audio import fit_length, resample, to_channels
+
+    label = f"{codec_key}@{op.name}"
+    key = pair_cache_key(codec, fingerprint, op, ref)
+    try:
+        audio, rate, n_bytes, path = codec.reconstruction(ref.item_id, ref.path)  # type: ignore[attr-defined]
+        y = resample(audio, rate, ref.sample_rate_hz)
+        check_decoded_length(y.shape[-1], ref.audio.shape[-1], ref.sample_rate_hz, label)
+        if not np.all(np.isfinite(y)):
+            raise RuntimeError(f"{path} holds NaN/Inf samples")
+    except Exception as exc:  # noqa: BLE001 - this pair fails with the reason, the run goes on
+        return CodeOutcome(ref.item_id, op.name, error=f"{label} on {ref.path}: {type(exc).__name__}: {exc}")
+    y = fit_length(to_channels(y, ref.audio.shape[0], "keep"), ref.audio.shape[-1])
+    timing = "decoded elsewhere: no coding time measured" + ("" if n_bytes is not None else
+                                                                "; rate not measured (no bitstream beside it)")
+    cache.put(key, y, ref.sample_rate_hz, b"", {"codec": codec_key, "op": op.name, "input_hash": ref.input_hash,
+                                                "source": path, "n_bytes_external": n_bytes, "timing": timing})
+    hit = cache.get(key)
+    if hit is None:
+        return CodeOutcome(ref.item_id, op.name, error=f"cache write failed for {label} under {cache.root}")
+    duration_s = ref.audio.shape[-1] / ref.sample_rate_hz
+    row = {"codec": codec_key, "op": op.name, "nominal_kbps": op.nominal_kbps,
+           "measured_kbps": None if n_bytes is None else n_bytes * 8 / duration_s / 1000.0, "n_bytes": n_bytes,
+           "encode_s": None, "decode_s": None, "audio_s": duration_s, "status": "ok", "error": None,
+           "cache_key": key, "timing": timing}
+    return CodeOutcome(ref.item_id, op.name, hit[0], row)
 
 
 def score_on_device(codec: Codec, job: CodeJob, outcomes: list[CodeOutcome]) -> None:
