@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, Encoded, OperatingPoint
+from bench.codecs.base import BitstreamError, BitstreamHeader, Codec, Encoded, FrameLayout, OperatingPoint
 from bench.errors import UserError
 from bench.models.bitpack import pack_codes, packed_size, unpack_codes
 
@@ -172,10 +172,81 @@ class HFCodec(FolderWeightsCodec):
         op = self.resolve_op(operating_point)
         wav = self.check_wav(wav, self.channels)
         self.load(self.device)
-        x = wav.to(self.device, torch.float32)
-        full = self.memoized("full", wav, lambda: self._encode_cpu(x, self.max_codebooks()))
+        full = self._full(wav)
         return Encoded(self.name, op.name, self.sample_rate_hz, self.channels, int(wav.shape[-1]),
                        int(wav.shape[0]), full.prefix(self.n_codebooks(op)))
+
+    def _full(self, wav: torch.Tensor) -> HFCodes:
+        """The full-depth codes (and scales) of ``wav``, memoized per input: every point slices a prefix."""
+        self.load(self.device)
+        return self.memoized("full", wav, lambda: self._encode_cpu(wav.to(self.device, torch.float32),
+                                                                  self.max_codebooks()))
+
+    # --- batched coding ------------------------------------------------------------------------
+    #: whether batched coding was shown to give exactly the codes of coding each item alone (tests/test_batching.py,
+    #: CPU); False keeps the codec item by item, since a batch must never change an item's value
+    batch_exact: bool = False
+
+    def samples_per_frame(self) -> int | None:
+        """Samples per code frame for batched coding; None = not batchable (subclasses that can say it)."""
+        return None
+
+    def context_seconds(self) -> float:
+        """Context each side of a window of a long item: about the model's receptive field (1 s default)."""
+        return 1.0
+
+    def default_frame_layout(self) -> FrameLayout | None:
+        """Frames of :meth:`samples_per_frame` counted by :meth:`layout`; None (item by item) for a model that
+        chunks itself or whose batched codes are not known to equal its codes alone (:attr:`batch_exact`)."""
+        hop = self.samples_per_frame()
+        if hop is None or self.has_scales() or not self.batch_exact:
+            return None
+        return FrameLayout.default(hop, self.sample_rate_hz, lambda _op, n: self._one_chunk(n).frames,
+                                   context_s=self.context_seconds())
+
+    def _one_chunk(self, num_samples: int) -> Layout:
+        """The layout of ``num_samples``, checked to be one chunk without padding (what batching slices)."""
+        layout = self.layout(num_samples)
+        if layout.n_chunks != 1 or layout.last_pad:
+            raise ValueError(f"{self.name}: {num_samples} samples code as {layout.n_chunks} chunks; "
+                             "batched coding slices one")
+        return layout
+
+    def encode_group(self, op: OperatingPoint) -> str:
+        """Every point slices the one full-depth encode."""
+        return "full"
+
+    def encode_shared(self, wav: torch.Tensor, op: OperatingPoint) -> None:
+        """The full-depth codes of ``wav`` (memoized)."""
+        self._full(self.check_wav(wav, self.channels))
+
+    def split_payload(self, encoded: Encoded, index: int, start: int, stop: int) -> HFCodes:
+        """Item ``index``'s codes, frames ``start:stop`` (one-chunk payloads without scales only)."""
+        payload: HFCodes = encoded.payload
+        self._check_one_chunk(payload)
+        return HFCodes(payload.codes[:, index : index + 1, :, start:stop].clone(), None, 0)
+
+    def concat_payloads(self, payloads: list[Any]) -> HFCodes:
+        """Consecutive frame ranges of one item's codes joined along the frames."""
+        for p in payloads:
+            self._check_one_chunk(p)
+        return HFCodes(torch.cat([p.codes for p in payloads], dim=-1), None, 0)
+
+    def merge_payloads(self, payloads: list[Any], frames: int) -> HFCodes:
+        """Batch-of-one payloads stacked into one batch, each padded with code 0 to ``frames``."""
+        padded = []
+        for p in payloads:
+            self._check_one_chunk(p)
+            short = frames - int(p.codes.shape[-1])
+            if short < 0:
+                raise ValueError(f"{self.name}: a payload of {p.codes.shape[-1]} frames does not fit {frames}")
+            padded.append(torch.nn.functional.pad(p.codes, (0, short)) if short else p.codes)
+        return HFCodes(torch.cat(padded, dim=1), None, 0)
+
+    def _check_one_chunk(self, payload: HFCodes) -> None:
+        """Refuse a payload that batching cannot slice (several chunks, scales, end padding)."""
+        if payload.codes.shape[0] != 1 or payload.scales is not None or payload.last_pad:
+            raise ValueError(f"{self.name}: batched coding slices one-chunk payloads without scales")
 
     def encode_direct(self, wav: torch.Tensor, n_codebooks: int) -> HFCodes:
         """Codes at exactly ``n_codebooks`` without the prefix shortcut (tests compare the two)."""

@@ -9,8 +9,10 @@ the length of those bytes (header included) and records it next to the nominal k
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
+import math
 import struct
 import warnings
 from abc import ABC, abstractmethod
@@ -23,6 +25,10 @@ from bench.registry import CODECS, UnknownNameError, did_you_mean
 
 BITSTREAM_MAGIC = b"BQ"
 BITSTREAM_VERSION = 1
+#: version of the batched and chunked coding policy (``bench.pipeline.batching``: canonical end padding,
+#: bucketing, windows and stitching); part of every codec's fingerprint, so bump it when that policy
+#: changes a value and the cache recomputes
+CODING_POLICY_VERSION = "batching-1"
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,76 @@ class OperatingPoint:
     nominal_kbps: float
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     kind: str = "cbr"  # "cbr", "vbr" or "lossless"
+
+
+def _round_up(value: float, step: int) -> int:
+    """The smallest multiple of ``step`` that is at least ``value`` (and at least ``step``)."""
+    return max(step, int(math.ceil(value / step)) * step)
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """How a frame-based codec's items are padded, batched and cut into windows (``bench.pipeline.batching``).
+
+    The canonical coding of an item of T samples: zero-pad it at the end to ``padded(T)`` (a multiple of
+    ``pad_step``), encode, keep the first ``frames(op, T)`` code frames (the bitstream); to decode, pad the
+    codes with the codec's fixed pad code back to ``frames(op, padded(T))``, decode, trim to T. Items of the
+    same padded length batch together; the result never depends on which items share a batch.
+
+    An item longer than ``chunk_samples`` is coded in windows of ``window_samples`` (the chunk plus
+    ``context_samples`` on each side), keeping each window's centre frames and samples.
+
+    * ``hop_samples``: the frame grid at the codec's rate; every other length is a multiple of it.
+    * ``frames_for(op, T)``: code frames the codec's bitstream holds for T samples at ``op``.
+    * ``hop_of(op)``: samples per code frame of ``op`` when points run models of different hops (each
+      divides ``hop_samples``); None: ``hop_samples`` for every point.
+    """
+
+    hop_samples: int
+    frames_for: Callable[[OperatingPoint, int], int] = field(compare=False, repr=False)
+    pad_step: int
+    chunk_samples: int
+    context_samples: int
+    hop_of: Callable[[OperatingPoint], int] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        hop = self.hop_samples
+        if hop < 1 or self.pad_step < 1 or self.chunk_samples < 1 or self.context_samples < 0:
+            raise ValueError(f"frame layout needs positive lengths, got {self}")
+        for name in ("pad_step", "chunk_samples", "context_samples"):
+            if getattr(self, name) % hop:
+                raise ValueError(f"frame layout: {name}={getattr(self, name)} is not a multiple of the hop {hop}")
+
+    @classmethod
+    def default(cls, hop_samples: int, sample_rate_hz: int, frames_for: Callable[[OperatingPoint, int], int], *,
+                pad_s: float = 1.0, chunk_s: float = 30.0, context_s: float = 1.0,
+                hop_of: Callable[[OperatingPoint], int] | None = None) -> "FrameLayout":
+        """Padding to about ``pad_s``, windows of about ``chunk_s`` with ``context_s`` each side, all on the hop grid."""
+        return cls(hop_samples, frames_for, _round_up(pad_s * sample_rate_hz, hop_samples),
+                   max(hop_samples, int(round(chunk_s * sample_rate_hz / hop_samples)) * hop_samples),
+                   _round_up(context_s * sample_rate_hz, hop_samples) if context_s > 0 else 0, hop_of)
+
+    def frames(self, op: OperatingPoint, num_samples: int) -> int:
+        """Code frames of ``num_samples`` at ``op`` (the codec's own rule)."""
+        return int(self.frames_for(op, num_samples))
+
+    def op_hop(self, op: OperatingPoint) -> int:
+        """Samples per code frame at ``op``."""
+        return self.hop_samples if self.hop_of is None else int(self.hop_of(op))
+
+    def padded(self, num_samples: int) -> int:
+        """The canonical encode length of an item: ``num_samples`` rounded up to a multiple of ``pad_step``."""
+        return _round_up(num_samples, self.pad_step)
+
+    @property
+    def window_samples(self) -> int:
+        """Length of a window of a chunked item: the chunk plus its context on both sides."""
+        return self.chunk_samples + 2 * self.context_samples
+
+    def to_dict(self) -> dict[str, int]:
+        """The lengths that decide a value, for the codec's fingerprint (the frame rule is the codec's code)."""
+        return {"hop_samples": self.hop_samples, "pad_step": self.pad_step, "chunk_samples": self.chunk_samples,
+                "context_samples": self.context_samples}
 
 
 @dataclass
@@ -151,6 +227,8 @@ class Codec(ABC):
     fingerprint_modules: tuple[str, ...] = ()
     #: installed distributions whose versions decide the output
     fingerprint_packages: tuple[str, ...] = ("numpy", "torch")
+    #: the last memoized computation: ((tag, shape, input hash), result), see :meth:`memoized`
+    _memo: tuple[Any, Any] | None = None
 
     def __init__(self, checkpoint: str | None = None) -> None:
         self.checkpoint = checkpoint
@@ -209,7 +287,16 @@ class Codec(ABC):
             "spec": {"sample_rate_hz": spec.sample_rate_hz, "channels": spec.channels,
                      "operating_points": [[p.name, p.nominal_kbps, p.kind, p.params] for p in spec.operating_points]},
             "packages": package_versions(self.fingerprint_packages),
+            "coding": self.coding_info(),
         }
+
+    def coding_info(self) -> dict[str, Any]:
+        """How items are batched and chunked (``bench.pipeline.batching``): the policy version and the layout.
+
+        None as the layout: the codec is coded item by item with its plain ``encode``/``decode``.
+        """
+        layout = self.frame_layout()
+        return {"policy": CODING_POLICY_VERSION, "layout": None if layout is None else layout.to_dict()}
 
     def _networks(self) -> list[torch.nn.Module]:
         """The loaded networks held by this codec (attributes that are modules, or dicts/lists of them)."""
@@ -272,6 +359,90 @@ class Codec(ABC):
         return Encoded(header.codec, header.operating_point, header.sample_rate_hz,
                        header.num_channels, header.num_samples, header.batch_size, payload)
 
+    # --- batched and chunked coding (bench.pipeline.batching) ----------------------------------
+    def frame_layout(self) -> FrameLayout | None:
+        """The codec's :class:`FrameLayout` with this instance's :meth:`set_coding` overrides; None = not batchable.
+
+        A codec that returns None (Opus, MP3, PCM, plugins by default) is coded item by item with its
+        plain ``encode``/``decode``; one with a layout must give results that do not depend on the
+        batch: nothing in its encoder or decoder may mix the items of a batch.
+        """
+        layout = self.default_frame_layout()
+        overrides = getattr(self, "_coding_overrides", None)
+        return dataclasses.replace(layout, **overrides) if layout is not None and overrides else layout
+
+    def default_frame_layout(self) -> FrameLayout | None:
+        """The codec's own layout (frame-based neural codecs override this); None = code item by item."""
+        return None
+
+    def set_coding(self, **lengths: int) -> None:
+        """Override ``pad_step``, ``chunk_samples`` or ``context_samples`` (samples) of this instance's layout.
+
+        The override is part of the fingerprint (``coding``), so values coded with other lengths are
+        never served from the cache for these. Tests use it for short windows.
+        """
+        allowed = {"pad_step", "chunk_samples", "context_samples"}
+        unknown = set(lengths) - allowed
+        if unknown:
+            raise ValueError(f"set_coding takes {sorted(allowed)}, not {sorted(unknown)}")
+        overrides = {**getattr(self, "_coding_overrides", {}), **{k: int(v) for k, v in lengths.items()}}
+        layout = self.default_frame_layout()
+        if layout is None:
+            raise ValueError(f"codec {self.name!r} is not batchable: it has no frame layout to change")
+        dataclasses.replace(layout, **overrides)  # validates (multiples of the hop)
+        self._coding_overrides = overrides
+
+    def encode_group(self, op: OperatingPoint) -> str | None:
+        """Points with the same group share one computation per input (see :meth:`encode_shared`); None = none."""
+        return None
+
+    def encode_shared(self, wav: torch.Tensor, op: OperatingPoint) -> None:
+        """Compute (and memoize) what the points of ``op``'s :meth:`encode_group` share on ``wav``.
+
+        After it, ``encode(wav, p)`` for every point p of the group only slices the result. The batching
+        layer times this call apart and splits its time among the group's points. Default: nothing.
+        """
+
+    def clear_memo(self) -> None:
+        """Forget the last memoized computation (see :meth:`memoized`)."""
+        self._memo = None
+
+    def payload_pad_value(self, key: str | None, payload: Any) -> int:
+        """The fixed value that pads a payload tensor (``key`` in a dict payload, else None) past its frames."""
+        return 0
+
+    def split_payload(self, encoded: Encoded, index: int, start: int, stop: int) -> Any:
+        """Batch item ``index``'s payload with only code frames ``start:stop``, as a batch of one.
+
+        The default handles a tensor ``[B, ..., frames]`` or a dict of them (frames last); a codec with
+        another payload overrides this, :meth:`concat_payloads` and :meth:`merge_payloads`.
+        """
+        return _map_tensors(encoded.payload, lambda _, t: t[index : index + 1, ..., start:stop].clone())
+
+    def concat_payloads(self, payloads: list[Any]) -> Any:
+        """Batch-of-one payloads of consecutive frame ranges of one item joined along the frames."""
+        first = payloads[0]
+        if isinstance(first, dict):
+            return {k: torch.cat([p[k] for p in payloads], dim=-1) for k in first}
+        return torch.cat(payloads, dim=-1)
+
+    def merge_payloads(self, payloads: list[Any], frames: int) -> Any:
+        """Batch-of-one payloads stacked into one batch, each padded with :meth:`payload_pad_value` to ``frames``."""
+        def pad(payload: Any) -> Any:
+            def one(key: str | None, t: torch.Tensor) -> torch.Tensor:
+                short = frames - int(t.shape[-1])
+                if short < 0:
+                    raise ValueError(f"{self.name}: a payload of {t.shape[-1]} frames does not fit {frames}")
+                value = self.payload_pad_value(key, payload)
+                return torch.nn.functional.pad(t, (0, short), value=value) if short else t
+            return _map_tensors(payload, one)
+
+        padded = [pad(p) for p in payloads]
+        first = padded[0]
+        if isinstance(first, dict):
+            return {k: torch.cat([p[k] for p in padded], dim=0) for k in first}
+        return torch.cat(padded, dim=0)
+
     # --- helpers ------------------------------------------------------------------------
     def memoized(self, tag: str, wav: torch.Tensor, compute: Callable[[], Any]) -> Any:
         """Reuse the last result of ``compute`` for the same input audio and ``tag``.
@@ -312,6 +483,16 @@ class Codec(ABC):
         if not torch.isfinite(wav).all():
             raise ValueError("audio contains NaN or Inf samples")
         return wav
+
+
+def _map_tensors(payload: Any, fn: Callable[[str | None, torch.Tensor], torch.Tensor]) -> Any:
+    """``fn(key, tensor)`` applied to a tensor payload (key None) or to every tensor of a dict payload."""
+    if isinstance(payload, torch.Tensor):
+        return fn(None, payload)
+    if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return {k: fn(k, v) for k, v in payload.items()}
+    raise TypeError(f"payload of type {type(payload).__name__}: the codec must override the payload "
+                    "split/concat/merge methods to be batched")
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

@@ -22,7 +22,15 @@ import numpy as np
 import torch
 
 from bench.codecs._checkpointed import SINGLE, CheckpointCodec
-from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
+from bench.codecs.base import (
+    BitstreamError,
+    BitstreamHeader,
+    CodecSpec,
+    Encoded,
+    FrameLayout,
+    OperatingPoint,
+    register_codec,
+)
 from bench.models.bitpack import pack_codes, packed_size, unpack_codes
 
 if TYPE_CHECKING:
@@ -123,14 +131,17 @@ class DACCodec(CheckpointCodec):
         """Codebooks an operating point sends."""
         return int(op.params.get("n_codebooks", op.name))
 
+    def _full_codes(self, wav: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, N, frames]`` at full depth, memoized per input (every point slices a prefix of them)."""
+        model = self.network()
+        return self.memoized("full", wav, lambda: model.encode(wav.to(self.device, torch.float32),
+                                                               self.config.n_codebooks))
+
     def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
         """Codes ``[B, n, frames]`` (int64) of mono ``wav [B, 1, T]``: full depth once, then the first n."""
         op = self.resolve_op(operating_point)
         wav = self.check_wav(wav, 1)
-        model = self.network()
-        full = self.memoized("full", wav, lambda: model.encode(wav.to(self.device, torch.float32),
-                                                               self.config.n_codebooks))
-        codes = full[:, : self._n_codebooks(op)]
+        codes = self._full_codes(wav)[:, : self._n_codebooks(op)]
         return Encoded(self.name, op.name, self.config.sample_rate_hz, 1, int(wav.shape[-1]), int(wav.shape[0]),
                        codes.cpu())
 
@@ -140,6 +151,20 @@ class DACCodec(CheckpointCodec):
         codes = torch.as_tensor(encoded.payload, dtype=torch.long)
         audio = model.decode(codes.to(self.device), encoded.num_samples)
         return audio.float().cpu()
+
+    # --- batched coding ------------------------------------------------------------------------
+    def default_frame_layout(self) -> FrameLayout:
+        """Frames of ``hop`` samples (ceil(T / hop)); 1 s padding steps, 30 s windows with 1 s context."""
+        cfg = self.config
+        return FrameLayout.default(cfg.hop_length, cfg.sample_rate_hz, lambda _op, n: self._frames(n))
+
+    def encode_group(self, op: OperatingPoint) -> str:
+        """Every point slices the one full-depth encode."""
+        return "full"
+
+    def encode_shared(self, wav: torch.Tensor, op: OperatingPoint) -> None:
+        """The full-depth codes of ``wav`` (memoized)."""
+        self._full_codes(self.check_wav(wav, 1))
 
     # --- bitstream -------------------------------------------------------------------------
     def _frames(self, num_samples: int) -> int:

@@ -67,6 +67,12 @@ class EncodecCodec(HFCodec):
                 return float(point.params["bandwidth_kbps"])
         raise ValueError(f"{self.name} has no bandwidth with {n_codebooks} codebooks")
 
+    batch_exact = True  # batched == alone, bit for bit (tests/test_batching.py)
+
+    def samples_per_frame(self) -> int | None:
+        """The hop, for batched coding; None for a model that codes its own chunks (the 48 kHz one)."""
+        return None if self.config.get("chunk_length_s") is not None else self.hop_length
+
     def has_scales(self) -> bool:
         """Models with ``normalize`` (the 48 kHz one) rescale each chunk: the scale is sent."""
         return bool(self.config.get("normalize"))

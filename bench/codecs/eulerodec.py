@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,7 +24,15 @@ import numpy as np
 import torch
 
 from bench.codecs._checkpointed import CheckpointCodec
-from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
+from bench.codecs.base import (
+    BitstreamError,
+    BitstreamHeader,
+    CodecSpec,
+    Encoded,
+    FrameLayout,
+    OperatingPoint,
+    register_codec,
+)
 from bench.models.bitpack import pack_codes, packed_size, unpack_codes
 
 if TYPE_CHECKING:
@@ -120,18 +129,41 @@ class EuleroDecCodec(CheckpointCodec):
         """(model label, number of codebooks) of an operating point."""
         return str(op.params["model"]), int(op.params["n_codebooks"])
 
+    def _full_codes(self, wav: torch.Tensor, label: str) -> torch.Tensor:
+        """Codes ``[B, 12, frames]`` of model ``label`` at full depth, memoized per input and model."""
+        if not self._loaded:
+            self.load(self.device)
+        model = self.network(label)
+        return self.memoized(label, wav, lambda: model.encode(wav.to(self.device, torch.float32), None))
+
     def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
         """Codes ``[B, n, frames]``: the model's full-depth encoding (memoized per input), first n kept."""
         op = self.resolve_op(operating_point)
         wav = self.check_wav(wav, 1)
-        if not self._loaded:
-            self.load(self.device)
         label, n = self._model_and_n(op)
-        model = self.network(label)
-        full = self.memoized(label, wav, lambda: model.encode(wav.to(self.device, torch.float32), None))
-        codes = full[:, :n]
+        codes = self._full_codes(wav, label)[:, :n]
         return Encoded(self.name, op.name, self.config_of(label).sample_rate_hz, 1, int(wav.shape[-1]),
                        int(wav.shape[0]), codes.cpu())
+
+    # --- batched coding ----------------------------------------------------------------------
+    def default_frame_layout(self) -> FrameLayout:
+        """Each model's frames (``padded_length(T) / samples_per_frame``) on the grid of the largest frame.
+
+        The models of the set may differ in time compression (512 and 256 samples per frame for the
+        shipped 6k and 12k); padding steps and windows are multiples of every model's frame.
+        """
+        first = self.config_of(next(iter(self.cards)))
+        hop = math.lcm(*(self.config_of(label).samples_per_frame for label in self.cards))
+        return FrameLayout.default(hop, first.sample_rate_hz, lambda op, n: self._shape(op, 1, n)[2],
+                                   hop_of=lambda op: self.config_of(self._model_and_n(op)[0]).samples_per_frame)
+
+    def encode_group(self, op: OperatingPoint) -> str:
+        """The points of one model share its full-depth encode."""
+        return f"model:{self._model_and_n(op)[0]}"
+
+    def encode_shared(self, wav: torch.Tensor, op: OperatingPoint) -> None:
+        """The full-depth codes of ``wav`` by ``op``'s model (memoized)."""
+        self._full_codes(self.check_wav(wav, 1), self._model_and_n(op)[0])
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
         """Audio ``[B, 1, num_samples]`` from the codes, by the operating point's model."""

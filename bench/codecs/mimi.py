@@ -57,6 +57,19 @@ class MimiCodec(HFCodec):
             description=f"Mimi (Kyutai) via transformers, weights {self.hub_id}",
         )
 
+    #: not batched: on a random-init Mimi (CPU) a batch of 3 changed 3 of 832 codes of one item, at late RVQ
+    #: stages (near ties flipped by a 4e-6 difference in a SEANet convolution's output at batch size 3)
+    batch_exact = False
+
+    def samples_per_frame(self) -> int:
+        """The frame size (1920 samples), for batched coding."""
+        return self.frame_size
+
+    def context_seconds(self) -> float:
+        """The transformers' attention window (``sliding_window`` frames, 20 s for the published model)."""
+        window = self.config.get("sliding_window")
+        return max(1.0, float(window) * self.frame_size / self.sample_rate_hz) if window else 1.0
+
     def layout(self, num_samples: int) -> Layout:
         """One chunk of ceil(T / frame_size) frames (causal convolutions pad the end)."""
         return Layout(1, max(1, math.ceil(num_samples / self.frame_size)), 0)

@@ -34,7 +34,15 @@ import numpy as np
 import torch
 
 from bench.codecs._checkpointed import CheckpointCodec
-from bench.codecs.base import BitstreamError, BitstreamHeader, CodecSpec, Encoded, OperatingPoint, register_codec
+from bench.codecs.base import (
+    BitstreamError,
+    BitstreamHeader,
+    CodecSpec,
+    Encoded,
+    FrameLayout,
+    OperatingPoint,
+    register_codec,
+)
 
 if TYPE_CHECKING:
     from bench.models.vrvq_model import VRVQ, VRVQConfig
@@ -84,6 +92,10 @@ class VRVQCodec(CheckpointCodec):
 
     name = "vrvq"
     model: VRVQ | None  # the network, once loaded
+
+    def __init__(self, checkpoint: str | None = None) -> None:
+        super().__init__(checkpoint)
+        self._rms_measured: bool | None = None  # see _importance_uses_batch
 
     @property
     def default_checkpoint(self) -> Path:
@@ -156,21 +168,88 @@ class VRVQCodec(CheckpointCodec):
             sweep=[p.name for p in ops if p.name in {"L0.5", "L2", "L6", "n1", "n2", f"n{bb.n_codebooks}"}],
         )
 
+    def _analysis(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes ``[B, N_q, frames]`` of every stage, importance ``[B, frames]``): one encoder pass, memoized.
+
+        Every point slices it: CBR n keeps the first n stages (a residual stage never depends on later
+        ones), a VBR level keeps each frame's prefix of ``min(N_q, floor(level N_q p) + 1)`` codebooks,
+        exactly as ``VRVQ.encode_frames`` computes them one point at a time.
+        """
+        model = self.network()
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad():
+                z, p = model.analyse(wav.to(self.device, torch.float32))
+                return model.quantize_stages(z).codes, p
+
+        return self.memoized("analysis", wav, compute)
+
     def encode(self, wav: torch.Tensor, operating_point: OperatingPoint | str) -> Encoded:
         """Payload ``{"codes": [B, n, frames], "counts": [B, frames]}`` (int64) of mono ``wav [B, 1, T]``.
 
-        Codes past a frame's count are 0 and never transmitted; in CBR n = k and every count is k.
+        Codes past a frame's count are 0 and never transmitted; in CBR n = k and every count is k. All
+        points slice one memoized encoder pass (:meth:`_analysis`).
         """
+        from bench.models.vrvq_model import counts_from_importance, prefix_mask
+
         op = self.resolve_op(operating_point)
         wav = self.check_wav(wav, 1)
-        model = self.network()
-        x = wav.to(self.device, torch.float32)
+        full, p = self._analysis(wav)
+        nq = self.config.n_codebooks
         if op.kind == "vbr":
-            codes, counts = model.encode_frames(x, level=float(op.params["level"]))
+            counts = counts_from_importance(p, float(op.params["level"]), nq)
+            codes = full * prefix_mask(counts, nq).long()
         else:
-            codes, counts = model.encode_frames(x, n_codebooks=int(op.params["n_codebooks"]))
+            n = int(op.params["n_codebooks"])
+            codes = full[:, :n]
+            counts = torch.full((full.shape[0], full.shape[-1]), n, dtype=torch.long, device=full.device)
         return Encoded(self.name, op.name, self.config.backbone.sample_rate_hz, 1, int(wav.shape[-1]),
                        int(wav.shape[0]), {"codes": codes.cpu(), "counts": counts.cpu()})
+
+    def encode_direct(self, wav: torch.Tensor, op: OperatingPoint) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes, counts) of ``VRVQ.encode_frames`` at ``op`` alone, without the shared pass (tests compare)."""
+        model = self.network()
+        x = self.check_wav(wav, 1).to(self.device, torch.float32)
+        if op.kind == "vbr":
+            return model.encode_frames(x, level=float(op.params["level"]))
+        return model.encode_frames(x, n_codebooks=int(op.params["n_codebooks"]))
+
+    # --- batched coding ----------------------------------------------------------------------------------
+    def default_frame_layout(self) -> FrameLayout | None:
+        """DAC's frames (ceil(T / hop)); None (item by item) when the importance net normalises by the batch."""
+        if self._importance_uses_batch():
+            return None
+        bb = self.config.backbone
+        return FrameLayout.default(bb.hop_length, bb.sample_rate_hz, lambda _op, n: self._frames(n))
+
+    def _importance_uses_batch(self) -> bool:
+        """Whether the importance net divides by the RMS of the whole batch (an unmeasured running RMS).
+
+        An untrained checkpoint with ``importance_input_norm`` has a running RMS of 0, and then
+        ``ImportanceNet`` falls back to the batch's RMS: the counts would depend on the other items.
+        Read from the weights file (one tensor), so the answer does not change with ``load``.
+        """
+        if not self.config.importance_input_norm:
+            return False
+        if self._rms_measured is None:
+            from safetensors import safe_open
+
+            with safe_open(str(self.checkpoint_path), "pt") as f:
+                key = "generator.importance.running_rms"
+                self._rms_measured = key not in f.keys() or float(f.get_tensor(key)) != 0.0
+        return not self._rms_measured
+
+    def encode_group(self, op: OperatingPoint) -> str:
+        """CBR depths and VBR levels all slice one encoder pass with its importance map."""
+        return "analysis"
+
+    def encode_shared(self, wav: torch.Tensor, op: OperatingPoint) -> None:
+        """The shared encoder pass of ``wav`` (memoized)."""
+        self._analysis(self.check_wav(wav, 1))
+
+    def payload_pad_value(self, key: str | None, payload: Any) -> int:
+        """Codes pad with 0; counts with the payload's depth (every pad frame uses all its codebooks, all 0)."""
+        return int(payload["codes"].shape[1]) if key == "counts" else 0
 
     def decode(self, encoded: Encoded) -> torch.Tensor:
         """Audio ``[B, 1, num_samples]`` (float32, CPU) from the codes and per-frame counts."""

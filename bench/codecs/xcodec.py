@@ -84,6 +84,17 @@ class XcodecCodec(HFCodec):
             description=f"X-codec (HuBERT semantic + DAC acoustic) via transformers, weights {self.hub_id}",
         )
 
+    #: not batched until shown exact: the tiny random-init test model's codes are constant, so its tests cannot tell
+    batch_exact = False
+
+    def samples_per_frame(self) -> int:
+        """The hop (320 samples), for batched coding."""
+        return self.frame_size
+
+    def context_seconds(self) -> float:
+        """3 s each side: HuBERT attends to its whole input, so windowed codes are approximate (see docs)."""
+        return 3.0
+
     def layout(self, num_samples: int) -> Layout:
         """One chunk; frames from the HuBERT convolutions over the input padded by half a hop each side."""
         semantic = self.config.get("semantic_model_config") or {}
