@@ -87,6 +87,8 @@ def _stages(args: argparse.Namespace, formats: list[str], say: Callable[[str], N
     if "csv" in formats:
         stage("CSV tables")
         written.update({f"csv:{path.stem}": path for path in rep.write_csv(report, out)})
+    stage("paper tables (LaTeX, wide CSV)")
+    written.update({f"paper:{path.name}": path for path in rep.write_paper_tables(report, out)})
     if "json" in formats:
         stage("JSON")
         written["json"] = rep.write_json(report, out)

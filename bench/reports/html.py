@@ -411,7 +411,7 @@ def _page(h: dict[str, Any], body: str) -> str:
     title = f"Codec benchmark: {', '.join(h['datasets']) or 'run'}"
     guessed = (f"<p>Direction guessed from the name for: {_e(', '.join(h['direction_guessed']))}</p>"
                if h["direction_guessed"] else "")
-    banner = f'<p class="banner"><strong>{_e(h["banner"])}</strong></p>' if h.get("banner") else ""
+    banner = "".join(f'<p class="banner"><strong>{_e(h[k])}</strong></p>' for k in ("partial_run", "banner") if h.get(k))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>

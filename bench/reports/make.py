@@ -1,4 +1,4 @@
-"""Write every part of a report for one run: R-D plots, tables (CSV), JSON, markdown and HTML.
+"""Write every part of a report for one run: R-D plots, tables (CSV, wide.csv, table.tex), JSON, markdown and HTML.
 
 ``make_report`` is the programmatic entry point behind ``bench report``.
 """
@@ -16,8 +16,12 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refer
                 formats: list[str] | tuple[str, ...] = FORMATS, run_id: str | None = None,
                 n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
                 audio_source: Callable[[str, str | None, str | None], Any] | None = None,
-                with_audio: bool = True, listen_kbps: float | None = None, excerpt_s: float = 5.0) -> dict[str, Path]:
-    """Programmatic entry point; returns the written files by kind."""
+                with_audio: bool = True, listen_kbps: float | None = None, excerpt_s: float = 5.0,
+                paper_tables: bool = True) -> dict[str, Path]:
+    """Programmatic entry point; returns the written files by kind.
+
+    ``paper_tables`` also writes ``table.tex`` and ``wide.csv`` (keys ``paper:table.tex``, ``paper:wide.csv``).
+    """
     from bench.deps import require
 
     require(["pandas", "matplotlib"], "bench report")
@@ -35,6 +39,8 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refer
     if "csv" in formats:
         for path in rep.write_csv(report, out):
             written[f"csv:{path.stem}"] = path
+    for path in rep.write_paper_tables(report, out) if paper_tables else []:
+        written[f"paper:{path.name}"] = path
     if "json" in formats:
         written["json"] = rep.write_json(report, out)
     if "md" in formats:

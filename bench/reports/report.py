@@ -20,7 +20,9 @@ METHODS_TEXT = (
     "range where both curves exist; curves overlapping less than 25% of the narrower one get no number. "
     "Paired comparisons match each operating point to the reference's nearest measured bitrate "
     "(within a factor {ratio:g}), use the Wilcoxon signed-rank test on per-cluster mean differences, "
-    "and Holm's correction across all comparisons (alpha {alpha:g})."
+    "and Holm's correction across all comparisons (alpha {alpha:g}). A comparison with too few clusters "
+    "for the test ever to reach p below alpha (the smallest two-sided p of n clusters is 2/2^n) is said so "
+    "in words and left out of the correction."
 )
 
 
@@ -47,6 +49,7 @@ class Report:
     time_codecs: Any = None  # where the run's time went (tables.time_codecs / time_metrics / time_totals)
     time_metrics: Any = None
     time_totals: Any = None
+    _progress: dict[str, Any] | None = None
 
     @property
     def methods(self) -> str:
@@ -66,7 +69,15 @@ class Report:
             "direction_guessed": [m for m in d.metrics if d.info(m).direction_source == "guess"],
             "banner": demo_banner(d), "codec_labels": {c: d.label(c) for c in d.codecs},
             "reference_label": d.label(self.reference) if self.reference else None,
+            "progress": self.progress, "partial_run": self.progress["text"],
         }
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """How much of the planned run is done (see :func:`bench.reports.tables.progress`), computed once."""
+        if self._progress is None:
+            self._progress = tables.progress(self.data)
+        return self._progress
 
     def codec_rows(self) -> list[dict[str, str]]:
         """One row per codec: its label and where its checkpoint came from (release and hash, or the card)."""
@@ -117,12 +128,35 @@ def write_csv(report: Report, out_dir: Path) -> list[Path]:
     written = []
     for name in CSV_TABLES:
         frame = getattr(report, name)
-        banner = demo_banner(report.data)
-        if banner:  # first column, so the warning travels with every row
-            frame = frame.copy()
-            frame.insert(0, "banner", banner)
         path = out_dir / f"{name}.csv"
-        frame.to_csv(path, index=False)
+        _with_banners(report, frame).to_csv(path, index=False)
+        written.append(path)
+    return written
+
+
+def _with_banners(report: Report, frame: Any) -> Any:
+    """``frame`` with the demo and partial-run banners as first columns, so the warnings travel with every row."""
+    for col, text in (("partial_run", report.progress["text"]), ("banner", demo_banner(report.data))):
+        if text:
+            frame = frame.copy()
+            frame.insert(0, col, text)
+    return frame
+
+
+def write_paper_tables(report: Report, out_dir: Path, *, tex: bool = True, wide: bool = True) -> list[Path]:
+    """Write ``wide.csv`` (one row per codec x operating point, mean/ci_low/ci_high/n per metric) and
+    ``table.tex`` (booktabs, mean [95% CI] per metric), both from the summary table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if wide:
+        path = out_dir / "wide.csv"
+        _with_banners(report, tables.wide_table(report.summary)).to_csv(path, index=False)
+        written.append(path)
+    if tex:
+        path = out_dir / "table.tex"
+        note = report.progress["text"]
+        body = tables.latex_table(report.summary, report.data, note=note)
+        path.write_text((f"% {note}\n" if note else "") + body, encoding="utf-8")
         written.append(path)
     return written
 
@@ -259,7 +293,8 @@ def paired_rows(report: Report) -> list[dict[str, str]]:
         rows.append({"metric": r.metric, "codec": f"{r.label}@{r.op}", "kbps": fmt(r.kbps),
                      "vs": f"{report.data.label(r.reference)}@{r.ref_op}", "ref kbps": fmt(r.ref_kbps),
                      "items": str(r.n_items), "clusters": str(r.n_clusters), "mean diff": fmt(r.mean_diff),
-                     "p": fmt(r.p_value), "p (Holm)": fmt(r.p_holm), "verdict": r.verdict})
+                     "p": fmt(r.p_value) if r.min_p < report.alpha else "n/a", "p (Holm)": fmt(r.p_holm),
+                     "better is": "higher" if r.higher_is_better else "lower", "verdict": r.verdict})
     return rows
 
 
@@ -352,7 +387,8 @@ def _md_header(h: dict[str, Any]) -> list[str]:
     """Title and run line of ``report.md`` (user strings escaped)."""
     codecs = ", ".join(md_escape(h["codec_labels"][c]) for c in h["codecs"])
     reference = md_escape(h["reference_label"]) if h["reference"] else "none"
-    lines = [f"> **{md_escape(h['banner'])}**", ""] if h["banner"] else []
+    lines = [f"> **{md_escape(h['partial_run'])}**", ""] if h["partial_run"] else []
+    lines += [f"> **{md_escape(h['banner'])}**", ""] if h["banner"] else []
     lines += [f"# Codec benchmark report: {md_escape(', '.join(h['datasets'])) if h['datasets'] else 'run'}", "",
              (f"Run {md_code(h['run_id'])} in {md_code(h['run_dir'])}: {h['n_items']} items, codecs {codecs}; "
               f"reference for BD and paired tests: {reference}."), ""]

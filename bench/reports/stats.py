@@ -147,6 +147,22 @@ def wilcoxon_p(differences: ArrayLike, clusters: Sequence[str] | None = None) ->
     return signed_rank_p(cluster_means(differences, clusters))
 
 
+def min_attainable_p(n: int) -> float:
+    """Smallest two-sided p-value the exact signed-rank (or sign-flip) test can give with ``n`` non-zero units.
+
+    Only "all differences the same sign" reaches it: 2 / 2**n (ties cannot make it smaller).
+    With n = 5 that is 0.0625, so fewer than 6 clusters can never reach p < 0.05.
+    """
+    return 1.0 if n <= 0 else float(min(1.0, 2.0 ** (1 - n)))
+
+
+def too_few_text(n: int, alpha: float, unit: str = "clusters") -> str:
+    """Plain words for a test whose smallest attainable p-value is not below ``alpha`` (empty when it can)."""
+    if min_attainable_p(n) < alpha:
+        return ""
+    return f"too few {unit} (n={n}) for this test to reach p<{alpha:g}"
+
+
 def paired_bootstrap_p(differences: ArrayLike, clusters: Sequence[str] | None = None, *,
                        n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> float:
     """Two-sided paired cluster-bootstrap p-value for H0: mean difference = 0.

@@ -217,27 +217,44 @@ def paired_table(data: RunData, summary_df: pd.DataFrame, reference: str | None,
                     continue
                 diff = a.loc[common, "value"].to_numpy() - b.loc[common, "value"].to_numpy()
                 clusters = list(a.loc[common, "cluster"])
+                n_test = int(np.count_nonzero(stats.cluster_means(diff, clusters)))
                 rows.append({
                     "dataset": dataset, "metric": metric, "codec": codec, "label": data.label(codec),
                     "op": p.op, "kbps": p.measured_kbps, "reference": reference, "ref_op": match.op,
                     "ref_kbps": match.measured_kbps, "n_items": int(len(common)),
                     "n_clusters": int(len(set(clusters))),
                     "mean_diff": float(diff.mean()), "p_value": stats.wilcoxon_p(diff, clusters),
+                    "n_test": n_test, "min_p": stats.min_attainable_p(n_test),
+                    "higher_is_better": bool(info.higher_is_better),
                     "_oriented": float(sign * diff.mean()),
                 })
-    adjusted = stats.holm([r["p_value"] for r in rows])
-    for r, p_adj in zip(rows, adjusted):
+    _add_verdicts(rows, alpha)
+    return pd.DataFrame(rows)
+
+
+def _add_verdicts(rows: list[dict[str, Any]], alpha: float) -> None:
+    """Holm-adjust the testable rows and say each outcome in words.
+
+    A comparison whose smallest attainable p is not below ``alpha`` can never be significant: it gets
+    no Holm p (it is left out of the correction, as Tarone's method allows) and a verdict saying why.
+    Direction words follow the metric's ``higher_is_better`` (``_oriented`` > 0 means better).
+    """
+    testable = [r["min_p"] < alpha for r in rows]
+    adjusted = stats.holm([r["p_value"] if t else math.nan for r, t in zip(rows, testable)])
+    for r, p_adj, t in zip(rows, adjusted, testable):
         r["p_holm"] = p_adj
-        if math.isfinite(p_adj) and p_adj < alpha and r["_oriented"] != 0:
+        if not t:
+            r["verdict"] = stats.too_few_text(r["n_test"], alpha)
+        elif math.isfinite(p_adj) and p_adj < alpha and r["_oriented"] != 0:
             r["verdict"] = "better" if r["_oriented"] > 0 else "worse"
         else:
             r["verdict"] = "no significant difference"
         del r["_oriented"]
-    return pd.DataFrame(rows)
 
 
-def _reasons(texts: Iterable[Any], limit: int = 3) -> str:
-    """The most common reasons with their counts, each cut to 120 characters (blank ones named as such)."""
+def _reasons(texts: Iterable[Any], limit: int | None = 3) -> str:
+    """The most common reasons with their counts (all of them when ``limit`` is None), each cut to 120
+    characters (blank ones named as such)."""
     c = Counter(str(t) if isinstance(t, str) and t else "(no reason recorded)" for t in texts)
     return "; ".join(f"{reason[:120]} (x{n})" for reason, n in c.most_common(limit))
 
@@ -266,7 +283,7 @@ def counts_table(data: RunData) -> pd.DataFrame:
                 "scored": int(good.sum()), "failed": int(len(bad) + len(cf)),
                 "not_applicable": int(len(s)), "missing": int(max(0, n_total - len(seen))),
                 "failure_reasons": _reasons(list(bad["error"]) + [f"codec: {e}" for e in cf["error"]]) if len(bad) + len(cf) else "",
-                "not_applicable_reasons": _reasons(s["reason"], 1) if len(s) else "",
+                "not_applicable_reasons": _reasons(s["reason"], None) if len(s) else "",
             })
     return pd.DataFrame(rows)
 
@@ -474,3 +491,141 @@ def time_totals(data: RunData, codecs: pd.DataFrame | None = None, metrics: pd.D
         "cores": int(cores) if not math.isnan(cores) else None, "engine": timing.get("engine"),
         "workers": timing.get("workers"), "overhead_ratio": ratio, "note": note,
     }])
+
+
+# --- how far the run got ------------------------------------------------------------------------
+
+def _planned_points(data: RunData) -> set[tuple[str, str]]:
+    """The (codec, op) points the run meant to code: the manifest's ``codecs`` block plus any seen in rows."""
+    points = set(zip(data.results["codec"], data.results["op"])) | set(zip(data.coded["codec"], data.coded["op"]))
+    points |= set(zip(data.skipped["codec"], data.skipped["op"]))
+    codecs = data.manifest.get("codecs")
+    if isinstance(codecs, dict):
+        for key, info in codecs.items():
+            ops = info.get("operating_points") if isinstance(info, dict) else None
+            if isinstance(ops, dict):
+                points |= {(str(key), str(op)) for op in ops}
+    return points
+
+
+def _planned_items(data: RunData) -> int:
+    """How many items the run meant to do: the manifest's dataset protocol ``n_items``, else the items table."""
+    protocol = data.manifest.get("dataset")
+    n = protocol.get("n_items") if isinstance(protocol, dict) else None
+    if isinstance(n, (int, float)) and not isinstance(n, bool) and n >= 0:
+        return max(int(n), len(data.items))
+    return int(len(data.items))
+
+
+def progress(data: RunData) -> dict[str, Any]:
+    """How much of the planned run is done: items and (item, codec, op) pairs, and whether it is partial.
+
+    A pair is done when it has a result or a not-applicable row, or its coding failed (nothing more can
+    come of it); an item is done when all its planned pairs are. ``text`` is the banner for a partial run
+    ("partial run: N of M items done (K of P pairs)"), empty for a complete one.
+    """
+    points = _planned_points(data)
+    failed = data.coded[data.coded["status"].fillna("ok") != "ok"]
+    done = (set(zip(data.results["item_id"], data.results["codec"], data.results["op"]))
+            | set(zip(data.skipped["item_id"], data.skipped["codec"], data.skipped["op"]))
+            | set(zip(failed["item_id"], failed["codec"], failed["op"])))
+    done = {(str(i), str(c), str(o)) for i, c, o in done if (str(c), str(o)) in points}
+    per_item = Counter(i for i, _, _ in done)
+    n_items, n_points = _planned_items(data), len(points)
+    items_done = sum(1 for n in per_item.values() if n >= n_points) if n_points else 0
+    pairs_planned = n_items * n_points
+    partial = items_done < n_items or len(done) < pairs_planned
+    text = (f"partial run: {items_done} of {n_items} items done ({len(done)} of {pairs_planned} pairs)"
+            if partial else "")
+    return {"partial": partial, "items_done": items_done, "items_planned": n_items,
+            "pairs_done": len(done), "pairs_planned": pairs_planned, "text": text}
+
+
+# --- tables for papers --------------------------------------------------------------------------
+
+def _paper_rows(summary_df: pd.DataFrame) -> pd.DataFrame:
+    """The all-domain summary rows ordered by dataset, codec, then kbps as a number (nominal, else measured)."""
+    s = summary_df[summary_df["domain"] == ALL].copy()
+    s["_kbps"] = [k if math.isfinite(k) else _nominal_kbps(m)
+                  for k, m in zip(s["nominal_kbps"].map(_nominal_kbps), s["measured_kbps"])]
+    return s.sort_values(["dataset", "codec", "_kbps", "op"], kind="stable")
+
+
+def wide_table(summary_df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, codec, op), columns per metric: ``<metric>_mean/_ci_low/_ci_high/_n``."""
+    import pandas as pd
+
+    s = _paper_rows(summary_df)
+    metrics = sorted(set(s["metric"]))
+    rows = []
+    for (dataset, codec, op), g in s.groupby(["dataset", "codec", "op"], sort=False):
+        first = g.iloc[0]
+        row: dict[str, Any] = {"dataset": dataset, "codec": codec, "label": first["label"], "op": op,
+                               "nominal_kbps": first["nominal_kbps"], "measured_kbps": first["measured_kbps"]}
+        by_metric = {r["metric"]: r for _, r in g.iterrows()}
+        for m in metrics:
+            r = by_metric.get(m)
+            row[f"{m}_mean"] = r["mean"] if r is not None else math.nan
+            row[f"{m}_ci_low"] = r["ci_lo"] if r is not None else math.nan
+            row[f"{m}_ci_high"] = r["ci_hi"] if r is not None else math.nan
+            row[f"{m}_n"] = int(r["n_items"]) if r is not None else 0
+        rows.append(row)
+    cols = ["dataset", "codec", "label", "op", "nominal_kbps", "measured_kbps"]
+    cols += [f"{m}_{k}" for m in metrics for k in ("mean", "ci_low", "ci_high", "n")]
+    return pd.DataFrame(rows, columns=cols)
+
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: Any) -> str:
+    """``text`` as literal LaTeX text (the ten special characters escaped, line breaks made spaces)."""
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in " ".join(str(text).splitlines()))
+
+
+def _tex_num(x: Any) -> str:
+    """A number for the LaTeX table: 3 significant digits, ``--`` when missing."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return "--"
+    return f"{f:.3g}" if math.isfinite(f) else "--"
+
+
+def _tex_cell(mean: Any, lo: Any, hi: Any) -> str:
+    """``mean [lo, hi]`` for one metric cell (the CI is a percentile bootstrap, so not symmetric)."""
+    if not math.isfinite(_number(lo)):
+        return f"${_tex_num(mean)}$"
+    return f"${_tex_num(mean)}$ {{\\scriptsize $[{_tex_num(lo)}, {_tex_num(hi)}]$}}"
+
+
+def latex_table(summary_df: pd.DataFrame, data: RunData, *, note: str = "") -> str:
+    """A booktabs LaTeX table: codec x operating point rows (by kbps), a mean [95% CI] column per metric.
+
+    Headers carry each metric's unit and direction; every name is LaTeX-escaped. ``note`` (a partial-run
+    banner, say) goes into the caption.
+    """
+    wide = wide_table(summary_df)
+    metrics = sorted(set(summary_df["metric"]))
+    multi = len(set(wide["dataset"])) > 1
+    heads = (["Dataset"] if multi else []) + ["Codec", "Op", "kbps"]
+    for m in metrics:
+        info = data.info(m)
+        arrow = r"$\uparrow$" if info.higher_is_better else r"$\downarrow$"
+        unit = f" ({tex_escape(info.unit)})" if info.unit else ""
+        heads.append(f"{tex_escape(m)}{unit} {arrow}")
+    lines = [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
+             r"\begin{tabular}{" + "l" * (len(heads) - len(metrics)) + "c" * len(metrics) + "}",
+             r"\toprule", " & ".join(heads) + r" \\", r"\midrule"]
+    for r in wide.itertuples(index=False):
+        w = dict(zip(wide.columns, r))
+        cells = ([tex_escape(w["dataset"])] if multi else []) + [tex_escape(w["label"]), tex_escape(w["op"]),
+                                                                _tex_num(w["measured_kbps"])]
+        cells += [_tex_cell(w[f"{m}_mean"], w[f"{m}_ci_low"], w[f"{m}_ci_high"]) for m in metrics]
+        lines.append(" & ".join(cells) + r" \\")
+    caption = ("Mean and 95\\% cluster-bootstrap CI per codec and operating point (measured kbps); "
+               "arrows: which way is better." + (f" {tex_escape(note)}." if note else ""))
+    lines += [r"\bottomrule", r"\end{tabular}", f"\\caption{{{caption}}}", r"\label{tab:codec-benchmark}",
+              r"\end{table}", ""]
+    return "\n".join(lines)
