@@ -234,8 +234,8 @@ def listening_section(report: Report, out_dir: Path, audio_source: AudioSource |
     chosen = choose_items(data, ops, n_per_domain=n_per_domain, worst_per_metric=worst_per_metric)
     parts = [f'<p class="note">Reference and every codec at the operating point nearest {fmt(target)} kbps '
              f'(measured). Excerpts of at most {excerpt_s:g} s, 16-bit WAV, same window in every row; '
-             "spectrograms: time left to right, 0 Hz to half the clip's sample rate bottom to top (linear), "
-             "dB re full scale from -100 (black) to 0 (yellow).</p>"]
+             "spectrograms: time and frequency axes as labelled (linear frequency), colour bar "
+             "in dB re full scale from -100 (black) to 0 (yellow).</p>"]
     missing: list[str] = []
     clips = _Clips(out_dir, audio_source, excerpt_s, missing)
     for k, (item_id, why) in enumerate(chosen):

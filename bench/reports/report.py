@@ -113,7 +113,8 @@ def write_plots(report: Report, out_dir: Path) -> dict[str, Path]:
     for metric in sorted(set(report.summary["metric"])):
         info = report.data.info(metric)
         path = out_dir / "plots" / f"rd_{plots.safe_name(metric)}.png"
-        plots.plot_rd(report.summary, metric, path, unit=info.unit, higher_is_better=info.higher_is_better)
+        plots.plot_rd(report.summary, metric, path, unit=info.unit, higher_is_better=info.higher_is_better,
+                      data=report.data, n_boot=report.n_boot)
         report.plots[metric] = path
     return report.plots
 
