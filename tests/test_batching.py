@@ -1,11 +1,12 @@
 """Batched and chunked coding (bench.pipeline.batching): per-item results independent of the batch.
 
-With the shipped DAC, VRVQ and EuleroDec and with random-init EnCodec and Mimi (save_pretrained into a
+With the shipped DAC, VRVQ and EuleroDec and with a random-init EnCodec (save_pretrained into a
 temporary folder): batched == unbatched (identical bitstreams, decodes within 1e-5), an item's result
 does not change with its batch-mates, the shared full-depth encode gives the same codes as encoding at
 that depth directly (and VRVQ runs its encoder once for all its points), long items coded in windows
 match the unchunked coding within the tolerance docs/codecs.md states, a codec without a frame layout
-(Opus) gives its plain encode/decode, and a failing item fails only its own pairs.
+(Opus; Mimi, whose batched codes are not exact, see docs/codecs.md) gives its plain encode/decode, and a
+failing item fails only its own pairs.
 """
 
 from __future__ import annotations
@@ -158,9 +159,9 @@ def shipped() -> dict[str, Codec]:
 
 # --- batched == unbatched -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["dac", "vrvq", "eulerodec", "encodec", "mimi"])
+@pytest.mark.parametrize("kind", ["dac", "vrvq", "eulerodec", "encodec"])
 def test_batched_equals_unbatched(kind: str, request: pytest.FixtureRequest) -> None:
-    if kind in ("encodec", "mimi"):
+    if kind == "encodec":
         codec = _codec(kind, request.getfixturevalue("hf_folders"))
     else:
         codec = request.getfixturevalue("shipped")[kind]
@@ -339,6 +340,28 @@ def test_opus_goes_through_code_batch_item_by_item() -> None:
             decoded = codec.decode(codec.from_bytes(bitstream))[0].numpy()
             np.testing.assert_array_equal(got.audio, decoded)
             assert got.timing.startswith("item by item")
+
+
+def test_mimi_is_coded_item_by_item(hf_folders: dict[str, Path]) -> None:
+    """Mimi has no frame layout: on the CPU a batch of 3 flipped a few late-stage RVQ codes (near ties moved by
+    a ~4e-6 difference in a convolution's output at another batch size), so batching would change values."""
+    codec = _codec("mimi", hf_folders)
+    assert codec.frame_layout() is None and codec.fingerprint_info()["coding"]["layout"] is None
+    ops = _ops(codec, "mimi")
+    items = _items(codec.spec.sample_rate_hz, (0.7, 1.3))
+    results = code_batch(codec, ops, items, max_batch_samples=BUDGET)
+    for x, result in zip(items, results, strict=True):
+        alone = code_batch(codec, ops, [x])[0]
+        _assert_same(result, alone)
+        for op in ops:
+            got = _ok(result[op.name])
+            with torch.inference_mode():
+                bitstream = codec.to_bytes(codec.encode(torch.from_numpy(x)[None], op))
+                decoded = codec.decode(codec.from_bytes(bitstream))[0].numpy()[:, : x.shape[-1]]
+            assert got.bitstream == bitstream
+            np.testing.assert_array_equal(got.audio, decoded)
+            assert got.audio.shape == x.shape and got.timing.startswith("item by item")
+            assert "shared 'full' encode split over 2 points" in got.timing
 
 
 # --- failures stay with their pair ----------------------------------------------------------------

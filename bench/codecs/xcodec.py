@@ -84,7 +84,7 @@ class XcodecCodec(HFCodec):
             description=f"X-codec (HuBERT semantic + DAC acoustic) via transformers, weights {self.hub_id}",
         )
 
-    #: not batched until shown exact: the tiny random-init test model's codes are constant, so its tests cannot tell
+    #: not batched until shown exact (no test compares its batched and unbatched codes; HuBERT sees the whole input)
     batch_exact = False
 
     def samples_per_frame(self) -> int:
