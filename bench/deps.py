@@ -18,7 +18,7 @@ EXTRA_OF = {
     "pesq": "pesq", "pystoi": "stoi", "visqol-python": "visqol", "pocketsphinx": "asr", "jiwer": "asr",
     "speechmos": "dnsmos", "onnxruntime": "dnsmos", "pandas": "reports", "matplotlib": "reports",
     "espeakng-loader": "demo", "datasets": "hf", "constriction": "entropy", "transformers": "hf",
-    "huggingface_hub": "hf", "huggingface-hub": "hf", "snac": "snac", "einops": "snac", "pyarrow": "parquet",
+    "huggingface_hub": "hf", "huggingface-hub": "hf", "snac": "snac", "einops": "snac", "pyarrow": "parquet", "ray": "ray",
 }
 
 

@@ -58,12 +58,12 @@ SHARED_REFS_MAX_BYTES = 512 * 2**20
 
 def import_ray() -> Any:
     """The ``ray`` module; :class:`bench.deps.MissingBackendError` (one line naming the extra) when it is absent."""
-    from bench.deps import MissingBackendError, install_hint
+    from bench.deps import MissingBackendError
 
     try:
         import ray
     except ImportError as exc:
-        raise MissingBackendError(f"--engine ray needs ray, which is not installed: {install_hint(['ray'])}") from exc
+        raise MissingBackendError("--engine ray needs ray, which is not installed: pip install 'bench[ray]'") from exc
     return ray
 
 
