@@ -100,8 +100,8 @@ def cluster(tmp_path_factory):
     # ray read the variable when it was imported (above): without this, ray.init would swap 127.0.0.1
     # for this machine's outward address, where the loopback-only head does not listen
     saved_cluster, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
-    port, *others = _free_ports(8)
-    names = ["--ray-client-server-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+    port, *others = _free_ports(7)
+    names = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
              "--runtime-env-agent-port", "--metrics-export-port", "--node-manager-port", "--object-manager-port"]
     ray_bin = Path(sys.executable).with_name("ray")
     cmd = [str(ray_bin if ray_bin.exists() else shutil.which("ray")), "start", "--head", "--block",
