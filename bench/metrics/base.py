@@ -74,6 +74,14 @@ class MetricSpec:
     batched: bool = True  # can take B > 1 in one call
     default: bool = True  # part of the default metric set of ``bench run``
     on_device: bool = False  # pure torch: runs on the scoring device, batched over one reference's reconstructions
+    #: model-backed metrics: () -> {"model", "weights_sha256", ...} or {"model", "error"} (bench.metrics._models);
+    #: part of the fingerprint (other weights never resume as these) and of the run manifest
+    model_info: Callable[[], dict[str, Any]] | None = None
+    #: the name tables and figure titles show ("WER (Whisper large-v3)"); empty = derived from ``name``
+    display_name: str = ""
+    #: one value per set of items (FAD: references vs reconstructions of one codec point), not per item;
+    #: the per-item scoring path skips it and bench.pipeline's set-level pass computes it
+    set_level: bool = False
 
     def applies_to(self, domain: str | None, has_transcript: bool = False) -> tuple[bool, str]:
         """Whether the metric applies to an item; (False, reason) when not."""
@@ -89,8 +97,18 @@ class MetricSpec:
 SCORING_MODULES = ("bench.pipeline.scoring", "bench.metrics.base", "bench.audio")
 
 
+def describe_model(spec: MetricSpec) -> dict[str, Any] | None:
+    """The spec's ``model_info()`` (weights source and hash), None for metrics without a model; never raises."""
+    if spec.model_info is None:
+        return None
+    try:
+        return dict(spec.model_info())
+    except Exception as exc:  # noqa: BLE001 - provenance must not stop a run; the metric reports its own failure
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def metric_fingerprint(spec: MetricSpec) -> str:
-    """Hash of what decides a metric's values: name, version, its code and the scoring path's, backend versions.
+    """Hash of what decides a metric's values: name, version, code, the scoring path's, backends and weights.
 
     Resume discards a run's rows of a metric whose fingerprint changed, so a value computed by
     other code or another backend release is never kept beside new ones. Docstrings and comments
@@ -99,8 +117,12 @@ def metric_fingerprint(spec: MetricSpec) -> str:
     from bench.fingerprint import digest, package_versions, source_fingerprint
 
     modules = {getattr(spec.fn, "__module__", None) or "bench.metrics.base", *SCORING_MODULES}
-    return digest({"name": spec.name, "version": spec.version, "code": source_fingerprint(modules),
-                   "packages": package_versions(spec.requires)}, length=24)
+    fields: dict[str, Any] = {"name": spec.name, "version": spec.version, "code": source_fingerprint(modules),
+                              "packages": package_versions(spec.requires)}
+    model = describe_model(spec)
+    if model is not None:  # the weights' hash (or why there are none): other weights are another metric
+        fields["model"] = {k: v for k, v in model.items() if k != "folder"}
+    return digest(fields, length=24)
 
 
 def register_metric(spec: MetricSpec) -> MetricSpec:

@@ -102,13 +102,24 @@ def build_manifest(cfg: RunConfig, ds: Dataset, split: str, items: list[Item], s
         "dataset": protocol,
         "item_list_sha256": item_list_hash(items),
         "codecs": codecs,
-        "metrics": {m.name: {"version": m.version, "source": m.source, "sample_rate_hz": m.sample_rate_hz,
-                             "higher_is_better": m.higher_is_better, "unit": m.unit} for m in metrics},
+        "metrics": {m.name: _metric_manifest(m) for m in metrics},
         "versions": library_versions(),
         "platform": {"machine": platform.machine(), "system": platform.system(), "cpus": os.cpu_count()},
         "cache_dir": cache_dir,
         "seed": cfg.seed,
     }
+
+
+def _metric_manifest(spec: MetricSpec) -> dict[str, Any]:
+    """A metric's manifest entry: version, source, rate, direction, unit, and its model (weights hash) if any."""
+    from bench.metrics.base import describe_model
+
+    entry: dict[str, Any] = {"version": spec.version, "source": spec.source, "sample_rate_hz": spec.sample_rate_hz,
+                             "higher_is_better": spec.higher_is_better, "unit": spec.unit}
+    model = describe_model(spec)
+    if model is not None:
+        entry["model"] = model
+    return entry
 
 
 @dataclass
