@@ -77,9 +77,58 @@ def test_chromium_screenshot_is_not_blank(report_dir, tmp_path):
     render = _render_script()
     if render.find_browser() is None:
         pytest.skip("chromium not installed (apt-get install -y chromium)")
-    png = render.screenshot(report_dir / "index.html", tmp_path / "shot.png", width=1200, height=2400)
-    assert png.stat().st_size > 20_000
-    assert render.ink_fraction(png) > 0.03  # text, tables and plots drawn, not an empty page
+    for width in (1280, 1920):  # a laptop and a desktop screen
+        png = render.screenshot(report_dir / "index.html", tmp_path / f"shot{width}.png", width=width, height=6000)
+        assert png.stat().st_size > 20_000
+        assert render.ink_fraction(png) > 0.03  # text, tables and plots drawn, not an empty page
+        assert _right_edge_is_empty(png, width), f"something runs past the right edge at {width} px"
+
+
+def _right_edge_is_empty(png, width: int) -> bool:
+    """Below the header and navigation bars, the rightmost 12 px are page background: nothing overflows."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = (mpimg.imread(str(png))[..., :3] * 255).astype(int)
+    assert img.shape[1] == width
+    body = img[140:, -12:]
+    background = np.array([0xfa, 0xfb, 0xfc])
+    return bool((np.abs(body - background).sum(axis=-1) <= 6).all())
+
+
+def test_listening_table_keeps_its_width_whatever_the_metric_count(report_dir):
+    """Scores share one cell: five columns, however many metrics the run scored."""
+    page = (report_dir / "index.html").read_text()
+    tables = re.findall(r'<table class="listen">(.*?)</table>', page, flags=re.S)
+    assert tables
+    for t in tables:
+        head = re.search(r"<tr>(.*?)</tr>", t).group(1)
+        assert re.findall(r"<th>(.*?)</th>", head) == ["version", "kbps", "scores", "listen", "spectrogram"]
+
+
+def test_rd_figures_are_at_most_two_panels_wide(report_dir):
+    """Three domains make a 2 x 2 grid: every panel drawn at one size, at 1:1 on a 1280 px screen."""
+    import matplotlib.image as mpimg
+
+    for png in (report_dir / "plots").glob("rd_*.png"):
+        assert mpimg.imread(str(png)).shape[1] <= 1200, png.name
+
+
+def test_single_file_report_embeds_every_image_and_clip(tmp_path):
+    run = _small_run(tmp_path / "run")
+    written = make_report(run, tmp_path / "rep", formats=["html"], n_boot=100, audio_source=audio_source(run),
+                          single_file=True)
+    single = written["html"]
+    assert single.name == "report.html" and (tmp_path / "rep" / "index.html").is_file()
+    page = single.read_text()
+    srcs = re.findall(r'<(?:img|audio)\b[^>]*?\ssrc="([^"]+)"', page)
+    assert srcs and all(s.startswith("data:") for s in srcs)
+    assert any(s.startswith("data:audio/wav;base64,") for s in srcs)
+    assert any(s.startswith("data:image/png;base64,") for s in srcs)
+    import base64
+
+    first_png = next(s for s in srcs if s.startswith("data:image/png"))
+    assert base64.b64decode(first_png.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_of_a_real_run_plays_the_runners_reconstructions(tmp_path):

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bitrate for listening examples (default: the rate most codecs are closest to)")
     p.add_argument("--excerpt-s", type=float_range(0.1, 600.0), default=5.0, help="length of listening excerpts (default 5 s)")
     p.add_argument("--no-audio", action="store_true", help="skip listening examples in the HTML report")
+    p.add_argument("--single-file", action="store_true",
+                   help="also write report.html: the HTML page with every plot and clip embedded, one file to share "
+                        "(index.html links the plots/ and audio/ folders beside it)")
     p.add_argument("--no-progress", action="store_true",
                    help="print no stage lines on stderr (loading, statistics, plots, tables...); the summary line stays")
 
@@ -99,7 +102,8 @@ def _stages(args: argparse.Namespace, formats: list[str], say: Callable[[str], N
         stage("HTML" + ("" if args.no_audio else " with listening examples"))
         source = None if args.no_audio else html_mod.default_audio_source(data)
         written["html"] = html_mod.write_html(report, out, audio_source=source, excerpt_s=args.excerpt_s,
-                                              target_kbps=args.listen_kbps)
+                                              target_kbps=args.listen_kbps,
+                                              single_file=getattr(args, "single_file", False))
     stage("done")
     return written
 

@@ -93,6 +93,8 @@ class CodeOutcome:
     error: str | None = None
     #: the device metrics' results, as :func:`bench.pipeline.engine.score_task` returns them (None: not scored here)
     scores: dict[str, Any] | None = None
+    #: the codec's memory in this job (``peak_memory_mb``, ``memory_kind``: bench.pipeline.memory); None: not coded
+    memory: dict[str, Any] | None = None
 
 
 def pair_cache_key(codec: Codec, fingerprint: str, op: OperatingPoint, ref: PreparedRef) -> str:
@@ -145,9 +147,17 @@ def run_code_job(codec: Codec, fingerprint: str, job: CodeJob, cache: ReconCache
                 misses.setdefault(fmt, {}).setdefault(name, []).append((ref, key))
             else:
                 hits.append(outcome)
-    for fmt, group in misses.items():
-        hits += _code_misses(coders[fmt], job.key, group, cache)
-    outcomes = hits
+    memory: dict[str, Any] = {}
+    coded: list[CodeOutcome] = []
+    if misses:
+        from bench.pipeline.memory import measure_job
+
+        with measure_job(codec, memory):
+            for fmt, group in misses.items():
+                coded += _code_misses(coders[fmt], job.key, group, cache)
+        for outcome in coded:
+            outcome.memory = memory
+    outcomes = hits + coded
     if job.device_metrics:
         score_on_device(codec, job, outcomes)
     return outcomes

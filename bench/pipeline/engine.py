@@ -124,6 +124,8 @@ class Engine(ABC):
 
 def load_codecs(selections: list[Selection], device: str) -> tuple[dict[str, Codec], dict[str, str], dict[str, str]]:
     """Load each selected codec once: (key -> codec, key -> fingerprint, key -> reason it could not be loaded)."""
+    from bench.pipeline.memory import measure_load
+
     codecs: dict[str, Codec] = {}
     fingerprints: dict[str, str] = {}
     errors: dict[str, str] = {}
@@ -131,7 +133,8 @@ def load_codecs(selections: list[Selection], device: str) -> tuple[dict[str, Cod
         if sel.key in codecs or sel.key in errors:
             continue
         try:
-            codecs[sel.key] = sel.codec.load(device)
+            with measure_load(sel.codec, device):
+                codecs[sel.key] = sel.codec.load(device)
             fingerprints[sel.key] = sel.codec.fingerprint
         except Exception as exc:  # noqa: BLE001 - recorded for each of its pairs; the run goes on
             codecs.pop(sel.key, None)

@@ -190,7 +190,10 @@ def _load_codec(key: str, checkpoint: str | None, device: str, cache_root: str,
 
     load_plugins()  # $BENCH_PLUGINS, forwarded from the driver: a plugin codec is found here too
     codec: Codec = CODECS.get(key.partition(":")[0])(checkpoint=checkpoint)
-    codec.load(actor_device(device))
+    from bench.pipeline.memory import measure_load
+
+    with measure_load(codec, actor_device(device)):
+        codec.load(actor_device(device))
     return codec, codec.fingerprint, ReconCache(cache_root, refresh=refresh)
 
 

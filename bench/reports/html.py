@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,7 @@ from bench.reports.report import (
     counts_rows,
     efficiency_rows,
     fmt,
+    memory_note_lines,
     paired_rows,
     summary_rows,
     time_codec_rows,
@@ -61,7 +63,8 @@ tr:nth-child(even) td{background:#f7f9fb}
 .better{color:#17702f;font-weight:600}.worse{color:#b0261b;font-weight:600}.nsd{color:#666}
 .note{font-size:12px;color:#555;max-width:1100px}
 figure{margin:8px 0 18px 0} figure img{max-width:100%;border:1px solid #d4dbe2;background:#fff}
-.listen td{text-align:left} .listen img{width:360px;height:128px;display:block} audio{width:260px}
+.listen td{text-align:left;padding:2px 6px} .listen img{width:330px;height:110px;display:block} audio{width:210px;height:32px}
+.listen td.scores{max-width:250px;font-size:11.5px;line-height:1.35} .scores span{display:inline-block;margin-right:10px;white-space:nowrap}
 .mark{color:#b0261b;font-weight:700} details{margin:6px 0}
 """
 
@@ -291,10 +294,12 @@ def _listening_item(data: RunData, clips: _Clips, ops: dict[str, str], k: int, i
         if got is None and codec is not None:
             clips.missing.append(f"{item_id} {label}: no reconstruction found")
         kbps, scores = _version_scores(data, item_id, codec, op)
-        rows.append(f'<tr><td>{_e(label)}{rate_note}</td><td>{_e(kbps)}</td>' + "".join(f"<td>{_e(s)}</td>" for s in scores)
-                    + f"<td>{player}</td><td>{spec}</td></tr>")
-    head = ("<tr><th>version</th><th>kbps</th>" + "".join(f"<th>{_e(m)}</th>" for m in data.metrics)
-            + "<th>listen</th><th>spectrogram</th></tr>")
+        cell = "".join(f"<span>{_e(m)} <b>{_e(v)}</b></span>" for m, v in zip(data.metrics, scores)) if codec else ""
+        rows.append(f'<tr><td>{_e(label)}{rate_note}</td><td>{_e(kbps)}</td><td class="scores">{cell}</td>'
+                    f"<td>{player}</td><td>{spec}</td></tr>")
+    # the scores of every metric share one wrapping cell: the table keeps its width (fits a 1280 px laptop
+    # screen) however many metrics the run scored
+    head = "<tr><th>version</th><th>kbps</th><th>scores</th><th>listen</th><th>spectrogram</th></tr>"
     return (f"<h3>{_e(item_id)} <span class=\"note\">({_e(domain)}; {_e(why)}; excerpt from "
             f"{start_s:.2f} s)</span></h3><table class=\"listen\">{head}{''.join(rows)}</table>")
 
@@ -320,8 +325,13 @@ def _version_scores(data: RunData, item_id: str, codec: str | None, op: str | No
 # --- the page -----------------------------------------------------------------------------------
 
 def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource | None = None,
-               excerpt_s: float = 5.0, target_kbps: float | None = None) -> Path:
-    """Write ``out_dir/index.html`` (plots must already be in ``report.plots``; copied in if elsewhere)."""
+               excerpt_s: float = 5.0, target_kbps: float | None = None, single_file: bool = False) -> Path:
+    """Write ``out_dir/index.html`` (plots must already be in ``report.plots``; copied in if elsewhere).
+
+    index.html is a page of a folder: it links ``plots/`` and ``audio/`` beside it (move the folder, not
+    the file). ``single_file`` also writes ``report.html``, the same page with every image and clip
+    embedded (``data:`` URIs), to mail or attach as one file; that path is returned then.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sec = [_rd_section(report, out_dir), _bd_section(report), _summary_section(report)]
@@ -332,6 +342,7 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
                + _table(counts_rows(report)))
     sec.append('<h2 id="efficiency">Efficiency</h2><p class="note">RTF = processing seconds / audio seconds on the '
                "run's device (below 1 is faster than real time).</p>" + _table(efficiency_rows(report))
+               + "".join(f'<p class="note">{_e(n)}</p>' for n in memory_note_lines(report))
                + _time_section(report))
     sec.append('<h2 id="listen">Listening examples</h2>'
                + listening_section(report, out_dir, audio_source, excerpt_s=excerpt_s, target_kbps=target_kbps))
@@ -341,8 +352,37 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
     sec.append(f'<h2 id="methods">Methods</h2><p class="note">{_e(report.methods)}</p>'
                f"<details><summary>Run manifest</summary><pre>{manifest}</pre></details>")
     path = out_dir / "index.html"
-    path.write_text(_page(report.header(), "".join(sec)), encoding="utf-8")
+    page = _page(report.header(), "".join(sec))
+    path.write_text(page, encoding="utf-8")
+    if single_file:
+        single = out_dir / SINGLE_FILE
+        single.write_text(inline_assets(page, out_dir), encoding="utf-8")
+        return single
     return path
+
+
+SINGLE_FILE = "report.html"
+_MIME = {".png": "image/png", ".svg": "image/svg+xml", ".wav": "audio/wav", ".flac": "audio/flac"}
+_SRC = re.compile(r'(<(?:img|audio)\b[^>]*?\ssrc=")([^"]+)(")')
+
+
+def inline_assets(page: str, base: Path) -> str:
+    """``page`` with each relative ``src`` of an image or audio element replaced by a ``data:`` URI of the file.
+
+    A file that is missing stays a link (and the page says nothing new about it: the listening section
+    already lists unavailable versions).
+    """
+    import base64
+
+    def embed(m: re.Match[str]) -> str:
+        rel = html.unescape(m.group(2))
+        path = base / rel
+        mime = _MIME.get(path.suffix.lower())
+        if rel.startswith(("data:", "http:", "https:", "/")) or mime is None or not path.is_file():
+            return m.group(0)
+        return f"{m.group(1)}data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}{m.group(3)}"
+
+    return _SRC.sub(embed, page)
 
 
 def _time_section(report: Report) -> str:

@@ -17,8 +17,10 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refer
                 n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
                 audio_source: Callable[[str, str | None, str | None], Any] | None = None,
                 with_audio: bool = True, listen_kbps: float | None = None, excerpt_s: float = 5.0,
-                paper_tables: bool = True) -> dict[str, Path]:
+                paper_tables: bool = True, single_file: bool = False) -> dict[str, Path]:
     """Programmatic entry point; returns the written files by kind.
+
+    ``single_file`` also writes ``report.html`` (every image and clip embedded; key ``html``).
 
     ``paper_tables`` also writes ``table.tex`` and ``wide.csv`` (keys ``paper:table.tex``, ``paper:wide.csv``).
     """
@@ -48,5 +50,5 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, refer
     if "html" in formats:
         source = audio_source if audio_source is not None else (html_mod.default_audio_source(data) if with_audio else None)
         written["html"] = html_mod.write_html(report, out, audio_source=source if with_audio else None,
-                                              excerpt_s=excerpt_s, target_kbps=listen_kbps)
+                                              excerpt_s=excerpt_s, target_kbps=listen_kbps, single_file=single_file)
     return written

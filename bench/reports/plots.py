@@ -280,7 +280,7 @@ def plot_rd(summary_df: Any, metric: str, out_path: str | Path, *, unit: str = "
     plt = _pyplot()
     panels = rate_panels(summary_df, metric, data, n_boot=n_boot, seed=seed)
     n = max(1, len(panels))
-    ncols = n if n <= 3 else 2
+    ncols = min(n, 2)  # every panel drawn at one size, two abreast: 1190 px, at 1:1 on a 1280 px screen
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 4.3 * nrows), squeeze=False)
     flat = list(axes.reshape(-1))
@@ -403,8 +403,8 @@ def spectrogram_db(x: np.ndarray, sample_rate_hz: int, n_fft: int = 1024) -> tup
 
 
 def plot_spectrogram(x: np.ndarray, sample_rate_hz: int, out_path: str | Path, *,
-                     max_freq_hz: float | None = None, floor_db: float = -100.0, width_px: int = 480,
-                     height_px: int = 200, log_freq: bool = False, title: str = "") -> Path:
+                     max_freq_hz: float | None = None, floor_db: float = -100.0, width_px: int = 330,
+                     height_px: int = 110, log_freq: bool = False, title: str = "") -> Path:
     """A spectrogram figure of about ``width_px`` x ``height_px``: time (s) and frequency (kHz) axes,
     a colour bar in dB re full scale over a fixed range ``floor_db..0`` (so images compare), and
     optionally a log-frequency axis (from 50 Hz). Drawn as one mesh of at most ``width_px`` frames."""

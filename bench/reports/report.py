@@ -316,8 +316,27 @@ def efficiency_rows(report: Report) -> list[dict[str, str]]:
         params = "" if r.parameters is None or (isinstance(r.parameters, float) and not math.isfinite(r.parameters)) else f"{int(r.parameters):,}"
         rows.append({"codec": f"{r.label}@{r.op}", "parameters": params, "device": str(r.device or ""),
                      "peak memory MB": fmt(r.peak_memory_mb), "encode RTF": fmt(r.encode_rtf),
-                     "decode RTF": fmt(r.decode_rtf), "audio s": fmt(r.audio_s), "checkpoint": r.checkpoint_hash})
+                     "decode RTF": fmt(r.decode_rtf), "audio s": fmt(r.audio_s), "checkpoint": r.checkpoint_hash,
+                     "memory measured as": memory_note_mark(report, r.memory_kind)})
     return rows
+
+
+def memory_notes(report: Report) -> list[str]:
+    """The distinct ways the efficiency table's peak memory figures were measured, in order of appearance."""
+    frame = report.efficiency
+    kinds = [str(k) for k in frame["memory_kind"]] if len(frame) and "memory_kind" in frame else []
+    return list(dict.fromkeys(kinds))
+
+
+def memory_note_mark(report: Report, kind: Any) -> str:
+    """The footnote number ``[k]`` of ``kind`` under the efficiency table."""
+    notes = memory_notes(report)
+    return f"[{notes.index(str(kind)) + 1}]" if str(kind) in notes else ""
+
+
+def memory_note_lines(report: Report) -> list[str]:
+    """``[k] how it was measured`` lines, printed under the efficiency table in every format."""
+    return [f"[{k}] peak memory: {kind}" for k, kind in enumerate(memory_notes(report), 1)]
 
 
 NOT_RECORDED = "not recorded"
@@ -427,7 +446,7 @@ def write_markdown(report: Report, out_dir: Path) -> Path:
     lines += ["## Paired comparisons at matched operating points", "", _md_table(paired_rows(report))]
     lines += ["## Counts", "", _md_table(counts_rows(report))]
     lines += ["## Efficiency", "", "RTF = processing seconds / audio seconds on the run's device (below 1 is faster than real time).",
-              "", _md_table(efficiency_rows(report))]
+              "", _md_table(efficiency_rows(report)), "", *[f"{md_escape(n)}  " for n in memory_note_lines(report)]]
     lines += _md_time_section(report)
     lines += ["## Codecs and checkpoints", "", _md_table(report.codec_rows()), *report.codec_notes(), ""]
     lines += ["## Methods", "", report.methods, ""]

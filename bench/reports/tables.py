@@ -337,6 +337,7 @@ def efficiency_table(data: RunData) -> pd.DataFrame:
             "parameters": int(params) if isinstance(params, (int, float)) and math.isfinite(params) else None,
             "device": _first_key(info, ("device",)) or "",
             "peak_memory_mb": _peak_memory_mb(info),
+            "memory_kind": str(info.get("peak_memory_kind") or "not recorded"),
             "encode_rtf": float(enc[ok & np.isfinite(enc)].sum() / audio[ok & np.isfinite(enc)].sum()) if (ok & np.isfinite(enc)).any() else math.nan,
             "decode_rtf": float(dec[ok & np.isfinite(dec)].sum() / audio[ok & np.isfinite(dec)].sum()) if (ok & np.isfinite(dec)).any() else math.nan,
             "audio_s": float(audio[ok].sum()),
