@@ -13,6 +13,11 @@ Tables
 ``identities`` run_id, kind (item/codec/metric), name, fingerprint -- what the rows of a run were
              computed from: an item's content hash, a codec's fingerprint, a metric's version and
              code. Resume compares them with the current ones and discards rows whose inputs changed.
+``set_results`` run_id, codec, op, metric, stratum, n_items, value, ci_low, ci_high, status, error, extra,
+             fingerprint -- set-level metrics (FAD): one value per (codec, operating point, metric,
+             stratum) over a set of items, with its bootstrap CI; ``fingerprint`` names the item set's
+             content and the metric's identity (code, weights), so a stored value never stands for
+             another set or other weights (``bench.pipeline.set_level``).
 
 ``status`` is "ok" or "failed" (value NaN, ``error`` holds the reason). Writes are
 ``INSERT OR REPLACE`` on the primary key, so a resumed run never duplicates a row.
@@ -20,6 +25,8 @@ Tables
 Columns added after a table's first release (:data:`ADDED_COLUMNS`) come last. A writer opening an
 older file adds them (``ALTER TABLE ... ADD COLUMN``; old rows read NULL there); a read-only store
 leaves the file alone, so readers must expect them to be missing (``frame`` adds them as NULL).
+Tables added later (:data:`OPTIONAL_TABLES`: ``identities``, ``set_results``) are created by any writer
+(``CREATE TABLE IF NOT EXISTS``); a reader of an older file finds none of their rows.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from bench.errors import UserError
 
-SCHEMA_VERSION = 2  # 2: results.compute_s, coded.timing
+SCHEMA_VERSION = 3  # 2: results.compute_s, coded.timing; 3: set_results
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -69,10 +76,17 @@ CREATE TABLE IF NOT EXISTS codec_info (
 CREATE TABLE IF NOT EXISTS identities (
   run_id TEXT, kind TEXT, name TEXT, fingerprint TEXT, PRIMARY KEY (run_id, kind, name)
 );
+CREATE TABLE IF NOT EXISTS set_results (
+  run_id TEXT, codec TEXT, op TEXT, metric TEXT, stratum TEXT, n_items INTEGER, value REAL, ci_low REAL,
+  ci_high REAL, status TEXT, error TEXT, extra TEXT, fingerprint TEXT,
+  PRIMARY KEY (run_id, codec, op, metric, stratum)
+);
 """
 
 #: tables every results database has (``identities`` is newer and optional for readers)
 READ_TABLES = ("runs", "items", "coded", "results", "skipped", "codec_info")
+#: tables newer than the first release: a writer creates them, a reader of an older file sees them empty
+OPTIONAL_TABLES = ("identities", "set_results")
 
 #: columns newer than their table, (table, column, SQL type), in the order they were added: a writer
 #: adds the missing ones to an older file, readers of an older file see them as NULL
@@ -83,12 +97,14 @@ CODED_COLUMNS = ("item_id", "codec", "op", "nominal_kbps", "measured_kbps", "n_b
                  "decode_s", "audio_s", "status", "error", "cache_key", "timing")
 RESULT_COLUMNS = ("item_id", "codec", "op", "metric", "nominal_kbps", "measured_kbps", "value", "status",
                   "error", "extra", "compute_s")
+SET_COLUMNS = ("codec", "op", "metric", "stratum", "n_items", "value", "ci_low", "ci_high", "status", "error",
+               "extra", "fingerprint")
 
 #: what each kind of identity keys: the column its rows are found by, and the tables holding them
 IDENTITY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "item": ("item_id", ("results", "skipped", "coded")),
-    "codec": ("codec", ("results", "skipped", "coded", "codec_info")),
-    "metric": ("metric", ("results", "skipped")),
+    "codec": ("codec", ("results", "skipped", "coded", "codec_info", "set_results")),
+    "metric": ("metric", ("results", "skipped", "set_results")),
 }
 
 
@@ -251,6 +267,26 @@ class Store:
             c.execute("INSERT OR REPLACE INTO codec_info VALUES (?,?,?)",
                       (run_id, codec, json.dumps(info, sort_keys=True, default=str)))
 
+    def put_set_results(self, run_id: str, rows: Iterable[Mapping[str, Any]],
+                        scope: Iterable[tuple[str, str, str]] = ()) -> None:
+        """Insert or update set-level rows; first delete this run's rows of each (codec, op, metric) in ``scope``.
+
+        ``scope`` names what the caller recomputed as a whole, so a stratum that no longer exists
+        leaves no row behind. NaN is stored as NULL; ``extra`` is JSON.
+        """
+        rows = list(rows)
+        with self.transaction() as c:
+            c.executemany("DELETE FROM set_results WHERE run_id=? AND codec=? AND op=? AND metric=?",
+                          [(run_id, *key) for key in scope])
+            c.executemany(
+                f"INSERT OR REPLACE INTO set_results (run_id,{','.join(SET_COLUMNS)}) "
+                f"VALUES (?,{','.join('?' * len(SET_COLUMNS))})",
+                [(run_id, r["codec"], r["op"], r["metric"], r["stratum"], r.get("n_items"),
+                  _nan_to_none(r.get("value")), _nan_to_none(r.get("ci_low")), _nan_to_none(r.get("ci_high")),
+                  r.get("status", "ok"), r.get("error"), json.dumps(r.get("extra") or {}, default=str),
+                  r.get("fingerprint"))
+                 for r in rows])
+
     def put_identities(self, run_id: str, kind: str, fingerprints: dict[str, str]) -> None:
         """Record what a run's rows were computed from (name -> fingerprint for one kind)."""
         with self.transaction() as c:
@@ -278,6 +314,30 @@ class Store:
         rows = self.conn.execute("SELECT name, fingerprint FROM identities WHERE run_id=? AND kind=?", (run_id, kind))
         return dict(rows.fetchall())
 
+    def set_results(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's set-level rows (``extra`` parsed; NULL values as NaN), sorted; empty for an older file."""
+        if "set_results" not in self.tables():
+            return []
+        cur = self.conn.execute(f"SELECT {','.join(SET_COLUMNS)} FROM set_results WHERE run_id=? "
+                                "ORDER BY metric, codec, op, stratum", (run_id,))
+        out = []
+        for row in cur.fetchall():
+            r = dict(zip(SET_COLUMNS, row))
+            for k in ("value", "ci_low", "ci_high"):
+                r[k] = math.nan if r[k] is None else float(r[k])
+            try:
+                r["extra"] = json.loads(r["extra"]) if r["extra"] else {}
+            except json.JSONDecodeError:
+                r["extra"] = {"raw": r["extra"]}
+            out.append(r)
+        return out
+
+    def coded_rows(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's coded rows as dicts (no pandas needed)."""
+        cur = self.conn.execute("SELECT * FROM coded WHERE run_id=?", (run_id,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
     def tables(self) -> set[str]:
         """Names of the tables in the file."""
         return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -286,8 +346,9 @@ class Store:
         """Distinct items, codecs or metrics that have rows in this run."""
         column, tables = IDENTITY_KINDS[kind]
         out: set[str] = set()
+        present = self.tables()
         for table in tables:
-            if table != "codec_info":
+            if table != "codec_info" and table in present:
                 out |= {r[0] for r in self.conn.execute(f"SELECT DISTINCT {column} FROM {table} WHERE run_id=?", (run_id,))}
         return out
 
@@ -339,8 +400,10 @@ class Store:
         """A pandas DataFrame of one table (optionally one run)."""
         import pandas as pd
 
-        if table not in {"runs", "items", "coded", "results", "skipped", "codec_info"}:
+        if table not in {"runs", "items", "coded", "results", "skipped", "codec_info", "set_results"}:
             raise ValueError(f"unknown table {table!r}")
+        if table == "set_results" and table not in self.tables():  # an older file: no set-level rows
+            return pd.DataFrame(columns=["run_id", *SET_COLUMNS])
         if run_id is None:
             frame = pd.read_sql_query(f"SELECT * FROM {table}", self.conn)
         else:

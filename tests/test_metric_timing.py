@@ -175,7 +175,7 @@ def test_an_old_database_opened_for_writing_gains_the_columns(tmp_path):
         store.put_coded("old", CodedRow("b", "opus", "6", 6.0, 6.0, 1500, 0.05, 0.03, 2.0, timing="per item"))
         version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     assert _columns(db, "results")[-1] == "compute_s" and _columns(db, "coded")[-1] == "timing"
-    assert version == "2"
+    assert version == "3"
     with Store(db, readonly=True) as store:
         r = store.frame("results", "old").set_index("metric")
         c = store.frame("coded", "old").set_index("item_id")

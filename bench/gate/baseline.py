@@ -2,7 +2,9 @@
 
 For every (codec, operating point) of a run it stores the per-item metric values, errors and
 measured kbps, with the item list (ids, clusters), the metric directions and the run's settings,
-so that a candidate can be evaluated on exactly the same items later. A document is validated as
+so that a candidate can be evaluated on exactly the same items later; and, in ``set_entries``, the
+values of set-level metrics (FAD: one per codec point and stratum, with CI and embedding model;
+:mod:`bench.gate.set_level`), which older baselines lack. A document is validated as
 a whole, when it is made and when it is loaded, so the rest of the gate can index it freely.
 """
 
@@ -17,6 +19,7 @@ from typing import Any, Callable
 from bench.errors import one_line
 from bench.gate.common import GateError, finite_or_none, str_or_none
 from bench.gate.runs import checkpoint_hash, entry_scores, load_gate_run
+from bench.gate.set_level import baseline_set_entries, run_set_rows, validate_set_entries
 
 BASELINE_FORMAT = "bench-baseline"
 BASELINE_VERSION = 1
@@ -57,12 +60,17 @@ def make_baseline(run_dir: str | Path, *, run_id: str | None = None, metrics: li
                   codecs: list[str] | None = None) -> dict[str, Any]:
     """The baseline document of a run (optionally restricted to some metrics and codec keys)."""
     data = load_gate_run(run_dir, run_id)
-    res = _restrict(data.results, "metric", metrics, data.metrics, "--metrics")
+    set_names = sorted({r["metric"] for r in run_set_rows(data)})
+    per_item = [m for m in metrics if m not in set_names] if metrics else None
+    if metrics and not per_item:
+        raise GateError(f"--metrics: {', '.join(metrics)} are set-level only; a baseline needs a per-item metric too")
+    res = _restrict(data.results, "metric", per_item, data.metrics + set_names, "--metrics")
     res = _restrict(res, "codec", codecs, data.codecs, "--codecs")
     if res.empty:
         raise GateError(f"{data.db_path}: no results to save as a baseline")
     entries = _entries(data, res)
-    used_metrics = sorted(set(res["metric"]))
+    set_entries = baseline_set_entries(data, entries, [m for m in metrics if m in set_names] if metrics else None)
+    used_metrics = sorted(set(res["metric"]) | {s["metric"] for s in set_entries})
     settings = data.manifest.get("settings") if isinstance(data.manifest.get("settings"), dict) else {}
     doc = {
         "format": BASELINE_FORMAT, "version": BASELINE_VERSION,
@@ -76,6 +84,7 @@ def make_baseline(run_dir: str | Path, *, run_id: str | None = None, metrics: li
                     for m in used_metrics},
         "items": _items(data),
         "entries": entries,
+        "set_entries": set_entries,
     }
     validate_baseline(doc, f"made from {data.db_path}")  # never write a baseline the gate would refuse
     return doc
@@ -225,6 +234,7 @@ def validate_baseline(doc: Any, where: str) -> None:
     metrics = _check_metrics(doc, where)
     ids = _check_items(doc, where)
     _check_entries(doc, where, metrics, ids)
+    validate_set_entries(doc, where, metrics)
 
 
 # --- loading one --------------------------------------------------------------------------------

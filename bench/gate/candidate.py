@@ -15,6 +15,7 @@ from typing import Any, Callable
 from bench.errors import one_line
 from bench.gate.common import GateError, codec_family
 from bench.gate.runs import checkpoint_hash, entry_scores, load_gate_run
+from bench.gate.set_level import candidate_set_values
 
 
 def _is_sqlite_file(path: Path) -> bool:
@@ -144,5 +145,6 @@ def candidate_values(run_dir: str | Path, baseline: dict[str, Any], *, codec: st
         if g.empty:
             continue
         scores = entry_scores(g, data.coded[(data.coded["codec"] == ck) & (data.coded["op"] == e["op"])])
-        out[(e["codec"], e["op"])] = {"codec": ck, **scores, "checkpoint_hash": checkpoint_hash(data, ck)}
+        out[(e["codec"], e["op"])] = {"codec": ck, **scores, "checkpoint_hash": checkpoint_hash(data, ck),
+                                      "set_values": candidate_set_values(data, ck, e["op"])}
     return out, mapping

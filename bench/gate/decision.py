@@ -31,6 +31,7 @@ from bench.gate.options import (
     DEFAULT_MARGIN,
     check_options,
 )
+from bench.gate.set_level import set_checks
 
 EXIT_PASS, EXIT_ERROR = EXIT_OK, EXIT_USAGE
 VERDICT_FORMAT = "bench-gate-verdict"
@@ -274,6 +275,7 @@ def evaluate(baseline: dict[str, Any], candidate: dict[tuple[str, str], dict[str
         compared_entries.append(_compared_entry(e, cand))
         checks += _entry_checks(baseline, e, cand, metrics, margins, clusters, confidence, kbps_tolerance,
                                 n_boot, seed, strict)
+        checks += set_checks(baseline, e, cand, metrics, margins, strict)  # FAD: value and CI per set
     if not compared_entries:
         raise GateError("the candidate has none of the baseline's codec operating points "
                         f"({', '.join(sorted({x['codec'] for x in baseline['entries']}))})")

@@ -44,7 +44,11 @@ def _check_table(checks: list[dict[str, Any]], icon: dict[str, str]) -> list[str
              "|---|---|---|---|---|---|---|---|"]
     for ch in checks:
         bound = f"[{_f(ch.get('lower_bound'))}, {_f(ch.get('upper_bound'))}]" if "lower_bound" in ch else ""
-        lines.append(f"| {display_codec(ch['codec'])}@{ch['op']} | {ch['metric']} | {_f(ch.get('baseline_mean'))} | "
+        metric = f"{ch['metric']} [{ch['stratum']}]" if ch.get("stratum") else ch["metric"]
+        if "baseline_ci" in ch:  # a set-level check: the two CIs stand where per-item checks show bounds
+            bound = "base [" + ", ".join(_f(x) for x in ch["baseline_ci"]) + "] cand [" + ", ".join(
+                _f(x) for x in (ch.get("candidate_ci") or [None, None])) + "]"
+        lines.append(f"| {display_codec(ch['codec'])}@{ch['op']} | {metric} | {_f(ch.get('baseline_mean'))} | "
                      f"{_f(ch.get('candidate_mean'))} | {_f(ch.get('mean_improvement'))} | {bound} | "
                      f"{ch.get('margin_spec', '')} | {icon.get(ch['status'], '')} {ch['status']} |")
     return lines

@@ -19,7 +19,6 @@ import concurrent.futures as cf
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -65,7 +64,7 @@ def _failed_rows(item: Item, sel: Selection, metrics: list[MetricSpec], reason: 
     """Rows for a pair that could not be scored: failed where the metric applies, skipped elsewhere."""
     rows: list[ResultRow] = []
     skipped: list[SkippedRow] = []
-    for m in metrics:
+    for m in (m for m in metrics if not m.set_level):  # set-level metrics have no per-item rows
         ok, why = m.applies_to(item.domain, bool(item.transcript))
         if not ok:
             skipped.append(SkippedRow(item.id, sel.key, sel.op.name, m.name, why))
@@ -115,7 +114,8 @@ def _metric_manifest(spec: MetricSpec) -> dict[str, Any]:
     from bench.metrics.base import describe_model
 
     entry: dict[str, Any] = {"version": spec.version, "source": spec.source, "sample_rate_hz": spec.sample_rate_hz,
-                             "higher_is_better": spec.higher_is_better, "unit": spec.unit}
+                             "higher_is_better": spec.higher_is_better, "unit": spec.unit,
+                             "display_name": spec.display_name}
     model = describe_model(spec)
     if model is not None:
         entry["model"] = model
@@ -208,7 +208,9 @@ class _Run:
         self.code_pending: dict[cf.Future[list[CodeOutcome]],
                                 tuple[str, dict[str, Item], dict[str, PreparedRef]]] = {}
         self.codec_seen: set[str] = set()
+        self.codec_memory: dict[str, dict[str, Any]] = {}  # codec key -> its largest job's memory figure
         self.load_errors: dict[str, str] = {}
+        self.coded: set[tuple[str, str, str]] = set()  # (item, codec, op) with a coded row: set-level metrics' resume set
         self.by_label = {(sel.key, sel.op.name): sel for sel in plan.selections}
         device = "cuda" if cfg.device.startswith("cuda") else "cpu"
         self.window_items, self.window_audio_s = WINDOW_ITEMS[device], WINDOW_AUDIO_S[device]
@@ -221,7 +223,9 @@ class _Run:
     # --- what is left to do ----------------------------------------------------------------------
     def todo(self, item: Item) -> dict[str, list[MetricSpec]]:
         """Selection label -> the metrics of that pair not yet in the store."""
-        return {sel.label: [m for m in self.plan.metrics if (item.id, sel.key, sel.op.name, m.name) not in self.done]
+        return {sel.label: [m for m in self.plan.metrics  # a set-level metric (bench.pipeline.set_level) needs the pair coded
+                            if ((item.id, sel.key, sel.op.name) not in self.coded if m.set_level
+                                else (item.id, sel.key, sel.op.name, m.name) not in self.done)]
                 for sel in self.plan.selections}
 
     def windows(self) -> Iterator[list[Item]]:
@@ -305,15 +309,17 @@ class _Run:
                 continue
             coded = CodedRow(item_id=item.id, **{"nominal_kbps": sel.op.nominal_kbps, **outcome.row})
             self.store.put_coded(self.run_id, coded)
+            self.note_memory(key, outcome.memory)
             if key not in self.codec_seen:
                 self.codec_seen.add(key)
-                self.store.put_codec_info(self.run_id, key, _codec_info(sel.codec))
+                self.store.put_codec_info(self.run_id, key, _codec_info(sel.codec, self.codec_memory.get(key)))
             if outcome.scores is not None:  # the device metrics, scored where the codec ran
                 wanted = {m.name for m in need}
                 self.write_scores(item, sel, coded, {
                     "values": {k: v for k, v in outcome.scores["values"].items() if k in wanted},
                     "skipped": {k: v for k, v in outcome.scores["skipped"].items() if k in wanted}})
                 need = [m for m in need if m.name not in self.device_metrics]
+            need = [m for m in need if not m.set_level]
             if not need:
                 self.bar.update(1)
                 continue
@@ -394,7 +400,15 @@ class _Run:
         self.bar.close()
         for key in self.codec_seen:
             sel = next(s for s in self.plan.selections if s.key == key)
-            self.store.put_codec_info(self.run_id, key, _codec_info(sel.codec))
+            self.store.put_codec_info(self.run_id, key, _codec_info(sel.codec, self.codec_memory.get(key)))
+
+    def note_memory(self, key: str, memory: dict[str, Any] | None) -> None:
+        """Keep the largest per-job memory figure of codec ``key`` (jobs answered from the cache have none)."""
+        if memory is None or memory.get("peak_memory_mb") is None:
+            return
+        best = self.codec_memory.get(key)
+        if best is None or memory["peak_memory_mb"] > best["peak_memory_mb"]:
+            self.codec_memory[key] = dict(memory)
 
 
 def _say(message: str) -> None:
@@ -434,11 +448,13 @@ def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say,
             raise
         run = _Run(cfg, plan, store, run_id, cache, engine)
         run.load_errors = load_errors
+        run.codec_memory = _stored_memory(store, run_id)  # a resumed run keeps the figures of what it coded before
         codec_ids = dict(fingerprints, **{k: "unloadable" for k in load_errors})
         reconcile(store, run_id, "codec", codec_ids, say=say)
         reconcile(store, run_id, "metric", metric_identities(plan.metrics), say=say)
         reconcile(store, run_id, "item", {it.id: item_fingerprint(it) for it in plan.items}, say=say)
         run.done = set() if cfg.refresh else store.done_results(run_id)
+        run.coded = set() if cfg.refresh else {(r["item_id"], r["codec"], r["op"]) for r in store.coded_rows(run_id)}
         manifest = build_manifest(cfg, plan.ds, plan.split, plan.items, plan.selections, plan.metrics, str(cache.root))
         manifest.update(manifest_extra or {})
         manifest.update(value_settings=current, codec_fingerprints=codec_ids,
@@ -447,6 +463,9 @@ def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say,
         store.put_items(run_id, plan.items)
         _write_manifest(plan.run_dir, manifest)
         run.execute()
+        from bench.pipeline.set_level import run_set_level  # set-level metrics (FAD) over the coded pairs
+
+        manifest["set_level"] = run_set_level(cfg, plan, store, run_id, cache, say=say)
         if cache.problems:
             say(f"note: {len(cache.problems)} damaged cache entr{'y' if len(cache.problems) == 1 else 'ies'} "
                 f"recomputed ({cache.problems[0]}{' ...' if len(cache.problems) > 1 else ''})")
@@ -459,6 +478,19 @@ def run_benchmark(cfg: RunConfig, *, say: Callable[[str], None] = _say,
     return plan.run_dir
 
 
+def _stored_memory(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+    """codec key -> the peak memory figure an earlier session of this run measured (for resumed runs)."""
+    out: dict[str, dict[str, Any]] = {}
+    for codec, text in store.conn.execute("SELECT codec, info FROM codec_info WHERE run_id=?", (run_id,)):
+        try:
+            info = json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            continue
+        if isinstance(info.get("peak_memory_mb"), (int, float)) and info.get("peak_memory_kind"):
+            out[codec] = {"peak_memory_mb": info["peak_memory_mb"], "memory_kind": info["peak_memory_kind"]}
+    return out
+
+
 def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Write manifest.json atomically (a reader never sees half a file)."""
     tmp = run_dir / "manifest.json.tmp"
@@ -466,22 +498,24 @@ def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / "manifest.json")
 
 
-def _codec_info(codec: Codec) -> dict[str, Any]:
-    """Efficiency facts of a loaded codec (parameters, device, peak memory and how it was measured)."""
-    import torch
+def _codec_info(codec: Codec, memory: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Efficiency facts of a loaded codec: parameters, device, its own peak memory and how it was measured.
 
+    ``memory`` is the largest coding job's figure (bench.pipeline.memory); without one (every pair came
+    from the cache) the peak memory is not measured, never the process's figure passed off as the codec's.
+    """
     info: dict[str, Any] = {"name": codec.name, "checkpoint": codec.checkpoint, "checkpoint_hash": codec.checkpoint_hash,
                             "parameters": codec.num_parameters(), "device": str(codec.device),
                             "sample_rate_hz": codec.spec.sample_rate_hz}
     card = _card_summary(codec)
     if card:
         info["card"] = card  # provenance for reports: which checkpoint this was, where it came from
-    if codec.device.type == "cuda":
-        info["peak_memory_mb"] = torch.cuda.max_memory_allocated(codec.device) / 2**20
-        info["peak_memory_kind"] = "torch.cuda.max_memory_allocated (process-wide)"
+    if memory is not None:
+        info["peak_memory_mb"] = memory["peak_memory_mb"]
+        info["peak_memory_kind"] = memory["memory_kind"]
     else:
-        info["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        info["peak_memory_kind"] = "process peak RSS (ru_maxrss), all codecs of the run together"
+        info["peak_memory_mb"] = None
+        info["peak_memory_kind"] = "not measured (no pair of this codec was coded in this run: all from the cache)"
     return info
 
 

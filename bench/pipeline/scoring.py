@@ -299,6 +299,15 @@ def _score_one_by_one(preps: Sequence[_Prepared], metrics: Sequence[MetricSpec],
                                                 options.get(spec.name, {})))
 
 
+def _skip_set_level(out: PairResult, metrics: Sequence[MetricSpec]) -> PairResult:
+    """Skip the set-level metrics (FAD): they have one value per set of items, computed by ``bench.pipeline.set_level``."""
+    for spec in metrics:
+        if spec.set_level:
+            out.skipped[spec.name] = Skip(f"{spec.name} is a set-level metric (one value per codec point and "
+                                          "stratum over a set of items), not scored per item")
+    return _in_metric_order(out, metrics)
+
+
 def score_pair(ref: np.ndarray, deg: np.ndarray, sample_rate_hz: int, metrics: Sequence[MetricSpec], *,
                item: Any = None, align: str = "xcorr", max_lag_s: float = DEFAULT_MAX_LAG_S,
                metric_options: dict[str, dict[str, Any]] | None = None,
@@ -310,10 +319,11 @@ def score_pair(ref: np.ndarray, deg: np.ndarray, sample_rate_hz: int, metrics: S
     carries its call's ``compute_s``; ``PairResult.prep_s`` is the alignment and resampling time.
     """
     _check_args(sample_rate_hz, align, max_lag_s, length_tolerance_s)
-    prep = _prepare(ref, deg, sample_rate_hz, metrics, item, align, max_lag_s, length_tolerance_s)
+    per_item = [m for m in metrics if not m.set_level]
+    prep = _prepare(ref, deg, sample_rate_hz, per_item, item, align, max_lag_s, length_tolerance_s)
     if prep.out.error is None:
-        _score_one_by_one([prep], metrics, _RefCache(sample_rate_hz), item, metric_options or {})
-    return prep.out
+        _score_one_by_one([prep], per_item, _RefCache(sample_rate_hz), item, metric_options or {})
+    return _skip_set_level(prep.out, metrics) if len(per_item) < len(metrics) else prep.out
 
 
 #: most preds samples in one batched call of a device metric on an accelerator: with the targets, the
@@ -426,12 +436,13 @@ def score_pairs(ref: np.ndarray, degs: Sequence[np.ndarray], sample_rate_hz: int
     if batch_samples is None:
         batch_samples = CPU_BATCH_SAMPLES if dev.type == "cpu" else DEVICE_BATCH_SAMPLES
     options = metric_options or {}
-    preps = [_prepare(ref, d, sample_rate_hz, metrics, item, align, max_lag_s, length_tolerance_s) for d in degs]
+    per_item = [m for m in metrics if not m.set_level]
+    preps = [_prepare(ref, d, sample_rate_hz, per_item, item, align, max_lag_s, length_tolerance_s) for d in degs]
     live = [p for p in preps if p.out.error is None]
     refs = _RefCache(sample_rate_hz)
-    _score_one_by_one(live, [m for m in metrics if not m.on_device], refs, item, options)
+    _score_one_by_one(live, [m for m in per_item if not m.on_device], refs, item, options)
     with _torch_threads(dev):
-        for spec in (m for m in metrics if m.on_device):
+        for spec in (m for m in per_item if m.on_device):
             for group in _groups(live, spec, refs, item).values():
                 _score_batch(spec, group, refs, item, options.get(spec.name, {}), dev, batch_samples)
-    return [_in_metric_order(p.out, metrics) for p in preps]
+    return [_skip_set_level(p.out, metrics) for p in preps]

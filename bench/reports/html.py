@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.reports import plots
+from bench.reports import plots, set_level
 from bench.reports.cached_audio import CachedAudioSource
 from bench.reports.load import RunData
 from bench.reports.report import (
@@ -36,6 +36,8 @@ from bench.reports.report import (
     efficiency_rows,
     fmt,
     memory_note_lines,
+    metric_heading,
+    metric_rows,
     paired_rows,
     summary_rows,
     time_codec_rows,
@@ -335,6 +337,7 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sec = [_rd_section(report, out_dir), _bd_section(report), _summary_section(report)]
+    sec.append(set_level.html_section(report.data, _table))
     sec.append('<h2 id="paired">Paired comparisons at matched operating points</h2>'
                + _table(paired_rows(report), verdict_col="verdict"))
     sec.append('<h2 id="counts">Counts</h2><p class="note">Per metric and operating point: items scored, failed '
@@ -349,6 +352,7 @@ def write_html(report: Report, out_dir: str | Path, *, audio_source: AudioSource
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in report.codec_notes())
     sec.append('<h2 id="codecs">Codecs and checkpoints</h2>' + _table(report.codec_rows()) + notes)
     manifest = html.escape(json.dumps(report.data.manifest, indent=1, sort_keys=True, default=str))
+    sec.append('<h2 id="metrics">Metrics and models</h2>' + _table(metric_rows(report)))
     sec.append(f'<h2 id="methods">Methods</h2><p class="note">{_e(report.methods)}</p>'
                f"<details><summary>Run manifest</summary><pre>{manifest}</pre></details>")
     path = out_dir / "index.html"
@@ -434,8 +438,8 @@ def _summary_section(report: Report) -> str:
         blocks = s[s["metric"] == metric][["dataset", "domain"]].drop_duplicates().itertuples(index=False)
         per_domain = []
         for dataset, domain in blocks:
-            head = (f"{_e(metric)} ({_e(info.better)} is better{', ' + _e(info.unit) if info.unit else ''})"
-                    f" — {_e(dataset)} / {_e(domain)}")
+            head = (f"{_e(metric_heading(info))} ({_e(info.better)} is better{', ' + _e(info.unit) if info.unit else ''})"
+                    f" — {_e(dataset)} / {_e(domain)}" + (f' <span class="note">{_e(info.model)}</span>' if info.model else ""))
             table = _table(summary_rows(report, dataset, domain, metric))
             if domain == "all":
                 sec.append(f"<h3>{head}</h3>{table}")

@@ -21,6 +21,8 @@ class MetricInfo:
     higher_is_better: bool
     unit: str = ""
     direction_source: str = "registry"  # "manifest", "registry" or "guess"
+    display: str = ""  # the metric's own name for tables ("WER (PocketSphinx, offline fallback)"), "" = none
+    model: str = ""  # model-backed metrics: which weights ("microsoft/wavlm-base-plus-sv, sha256 1a2b..."), "" = none
 
     @property
     def better(self) -> str:
@@ -34,15 +36,34 @@ def metric_info(name: str, manifest: dict[str, Any] | None = None) -> MetricInfo
     for key in ("metrics", "metric_specs"):
         m = manifest.get(key)
         if isinstance(m, dict) and isinstance(m.get(name), dict) and "higher_is_better" in m[name]:
-            return MetricInfo(name, bool(m[name]["higher_is_better"]), str(m[name].get("unit", "")), "manifest")
+            entry = m[name]
+            return MetricInfo(name, bool(entry["higher_is_better"]), str(entry.get("unit", "")), "manifest",
+                              str(entry.get("display_name") or ""), model_text(entry.get("model")))
     try:
         from bench.metrics.base import get_metric
 
         spec = get_metric(name)
-        return MetricInfo(name, bool(spec.higher_is_better), spec.unit, "registry")
+        return MetricInfo(name, bool(spec.higher_is_better), spec.unit, "registry", spec.display_name)
     except Exception:  # noqa: BLE001 - unknown or broken metric module: fall back to the name
         lower = any(h in name.lower() for h in _LOWER_IS_BETTER_HINTS)
         return MetricInfo(name, not lower, "", "guess")
+
+
+def model_text(model: Any) -> str:
+    """A manifest's metric model entry in words: ``"openai/whisper-large-v3, weights sha256 1a2b3c4d5e6f"``.
+
+    Other entries of the model info (normaliser, decoding settings) follow as ``key value``; weights that were
+    missing when the run started say so (the metric's rows are NaN with that reason).
+    """
+    if not isinstance(model, dict):
+        return ""
+    parts = [str(model.get("model") or "model")]
+    if model.get("weights_sha256"):
+        parts.append(f"weights sha256 {str(model['weights_sha256'])[:12]}")
+    elif model.get("error"):
+        parts.append("weights missing")
+    parts += [f"{k} {v}" for k, v in model.items() if k not in {"model", "weights_sha256", "error", "folder", "env"}]
+    return ", ".join(parts)
 
 
 def display_codec(key: str, info: dict[str, Any] | None = None) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.reports import plots, stats, tables
+from bench.reports import plots, set_level, stats, tables
 from bench.reports.load import RunData
 from bench.reports.provenance import CPU_NOTE, checkpoint_source, demo_banner, is_in_repo
 
@@ -132,6 +132,7 @@ def write_csv(report: Report, out_dir: Path) -> list[Path]:
         path = out_dir / f"{name}.csv"
         _with_banners(report, frame).to_csv(path, index=False)
         written.append(path)
+    written += set_level.write_csv(report, out_dir)  # set_level.csv, when the run has set-level rows
     return written
 
 
@@ -185,6 +186,7 @@ def write_json(report: Report, out_dir: Path) -> Path:
         "codec_checkpoints": report.codec_rows(), "codec_notes": report.codec_notes(),
         "summary": _records(report.summary), "bd": _records(report.bd), "paired": _records(report.paired),
         "counts": _records(report.counts), "efficiency": _records(report.efficiency),
+        "set_level": set_level.records(report.data),
         "time": {"codecs": _records(report.time_codecs), "metrics": _records(report.time_metrics),
                  "totals": (_records(report.time_totals) or [{}])[0], "overhead_meaning": tables.OVERHEAD_MEANING},
         "plots": {m: str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
@@ -418,11 +420,29 @@ def _md_header(h: dict[str, Any]) -> list[str]:
     return lines
 
 
+def metric_heading(info: Any) -> str:
+    """``name — display name`` for headings (``wer — WER (PocketSphinx, offline fallback)``), else the name."""
+    return f"{info.name} — {info.display}" if info.display and info.display != info.name else info.name
+
+
+def metric_rows(report: Report) -> list[dict[str, str]]:
+    """Every metric of the run with its name for tables, unit, direction and model (weights hash) if any."""
+    data = report.data
+    rows = []
+    for metric in data.metrics:
+        info = data.info(metric)
+        rows.append({"metric": metric, "name": info.display or metric, "unit": info.unit or "",
+                     "better": info.better, "model and weights": info.model or "none (signal metric)"})
+    return rows
+
+
 def _md_metric_section(report: Report, metric: str, out_dir: Path) -> list[str]:
     """One metric's heading, R-D plot and summary tables per (dataset, domain)."""
     info = report.data.info(metric)
     unit = f", {md_escape(info.unit)}" if info.unit else ""
-    lines = [f"## {md_escape(metric)} ({info.better} is better{unit})", ""]
+    lines = [f"## {md_escape(metric_heading(info))} ({info.better} is better{unit})", ""]
+    if info.model:
+        lines += [f"Model: {md_escape(info.model)}.", ""]
     if metric in report.plots:
         plot = report.plots[metric]
         rel = plot.relative_to(out_dir) if plot.is_relative_to(out_dir) else plot
@@ -441,6 +461,7 @@ def write_markdown(report: Report, out_dir: Path) -> Path:
     for metric in sorted(set(report.summary["metric"])):
         lines += _md_metric_section(report, metric, out_dir)
     lines += [FOOTNOTES, ""]
+    lines += set_level.markdown_section(report.data)
     lines += ["## BD-rate and BD-quality", "", ("Negative BD-rate: fewer bits for the same quality. "
               "BD-quality is the mean metric difference at equal rate (metric units)."), "", _md_table(bd_rows(report))]
     lines += ["## Paired comparisons at matched operating points", "", _md_table(paired_rows(report))]
@@ -449,6 +470,7 @@ def write_markdown(report: Report, out_dir: Path) -> Path:
               "", _md_table(efficiency_rows(report)), "", *[f"{md_escape(n)}  " for n in memory_note_lines(report)]]
     lines += _md_time_section(report)
     lines += ["## Codecs and checkpoints", "", _md_table(report.codec_rows()), *report.codec_notes(), ""]
+    lines += ["## Metrics and models", "", _md_table(metric_rows(report)), ""]
     lines += ["## Methods", "", report.methods, ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
