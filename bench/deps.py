@@ -19,7 +19,7 @@ EXTRA_OF = {
     "speechmos": "dnsmos", "onnxruntime": "dnsmos", "pandas": "reports", "matplotlib": "reports",
     "espeakng-loader": "demo", "datasets": "hf", "constriction": "entropy", "transformers": "hf",
     "huggingface_hub": "hf", "huggingface-hub": "hf", "snac": "snac", "einops": "snac", "pyarrow": "parquet", "ray": "ray",
-    "librosa": "pitch",
+    "librosa": "pitch", "whisper-normalizer": "asr",
 }
 
 

@@ -18,14 +18,37 @@ nothing about the codec. The rules are deliberately small, deterministic and Eng
 
 The result is a string of lower-case ASCII words separated by single spaces (possibly empty).
 ``NORMALISER_VERSION`` changes whenever a rule changes, so WER rows remain comparable only within a version.
+These rules serve the PocketSphinx ``wer``/``cer`` (whose dictionary spells numbers out).
+
+Whisper's English normaliser (:func:`normalize_whisper`) serves the strong-ASR metrics (``wer_whisper``,
+``wer_hubert``, ...): the ``EnglishTextNormalizer`` of Radford et al. 2022, "Robust Speech Recognition via
+Large-Scale Weak Supervision", appendix C (openai/whisper ``whisper/normalizers/english.py``), the text
+standardisation behind the WER figures of Whisper and of most codec papers. It removes bracketed text and
+fillers (hmm, uh, um), expands contractions (won't -> will not, I'm -> i am), standardises numbers and
+currencies to digits (twenty five -> 25, three dollars and fifty cents -> $3.50), maps British to American spellings
+(colour -> color) and removes remaining punctuation and diacritics. Implementation: ``transformers``'
+``EnglishTextNormalizer`` (a line-for-line port of openai-whisper's; the tests compare it with openai-whisper
+itself), with the British-American spelling map ``english.json`` that the ``whisper-normalizer`` package
+bundles (byte-identical to openai-whisper's; its SHA-256 is recorded by :func:`whisper_normaliser_info`).
+``whisper-normalizer``'s own ``EnglishTextNormalizer`` is not used: since 0.1 it adds rules openai's does
+not have (kinda, sorta, dunno, and ``cause`` -> ``because``, which also rewrites "the cause").
+The result is then stripped and its whitespace collapsed to single spaces (CER counts those spaces).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
+from functools import lru_cache
+from typing import Any, Callable
 
 NORMALISER_VERSION = "1"
+#: names recorded with each WER value and in the metric's model info (the manifest)
+BENCH_NORMALISER = "bench.text_norm"
+WHISPER_NORMALISER = "whisper-english"
+#: where ``whisper-normalizer`` keeps the spelling map, newest layout first
+_SPELLING_MAP_PATHS = (("normalizers", "english.json"), ("english.json",))
 
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
@@ -113,3 +136,55 @@ def normalize_transcript(text: str) -> str:
     words = _NON_WORD.sub(" ", text).split()
     words = [_ABBREVIATIONS.get(w, w) for w in words]
     return " ".join(words)
+
+
+def _spelling_map_text() -> str:
+    """The text of the British->American spelling map bundled with ``whisper-normalizer`` (ImportError if absent)."""
+    from importlib.resources import files
+
+    try:
+        root = files("whisper_normalizer")
+    except ModuleNotFoundError as exc:
+        raise ImportError("Whisper's English normaliser needs its spelling map: pip install whisper-normalizer") from exc
+    for parts in _SPELLING_MAP_PATHS:
+        path = root.joinpath(*parts)
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise ImportError("the installed whisper-normalizer has no english.json spelling map; "
+                      "pip install 'whisper-normalizer>=0.1.15'")
+
+
+@lru_cache(maxsize=1)
+def whisper_normaliser() -> Callable[[str], str]:
+    """Whisper's ``EnglishTextNormalizer`` (transformers' port) with openai's spelling map; built once per process."""
+    import json
+
+    try:
+        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+    except ImportError as exc:
+        raise ImportError("Whisper's English normaliser needs transformers: pip install transformers") from exc
+    normaliser: Callable[[str], str] = EnglishTextNormalizer(json.loads(_spelling_map_text()))
+    return normaliser
+
+
+def normalize_whisper(text: str | None) -> str:
+    """Whisper's English normalisation of ``text``, stripped, whitespace collapsed (rules in the module docstring)."""
+    if text is None:
+        return ""
+    return " ".join(whisper_normaliser()(str(text)).split())
+
+
+@lru_cache(maxsize=1)
+def whisper_normaliser_info() -> dict[str, Any]:
+    """Name and versions of Whisper's normaliser as used here: what decides its output, for the fingerprint."""
+    from importlib.metadata import version
+
+    return {"normaliser": WHISPER_NORMALISER,
+            "normaliser_version": f"transformers {version('transformers')} EnglishTextNormalizer; "
+                                  f"spelling map whisper-normalizer {version('whisper-normalizer')}",
+            "spelling_map_sha256": hashlib.sha256(_spelling_map_text().encode("utf-8")).hexdigest()}
+
+
+def bench_normaliser_info() -> dict[str, Any]:
+    """Name and version of this module's own rules (the PocketSphinx ``wer``/``cer``)."""
+    return {"normaliser": BENCH_NORMALISER, "normaliser_version": NORMALISER_VERSION}
