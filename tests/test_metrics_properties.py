@@ -91,6 +91,11 @@ def _params():
         marks = []
         if spec.needs_transcript:
             marks.append(pytest.mark.skip(reason=f"{name} needs a transcript; covered by its own tests"))
+        elif spec.set_level:
+            marks.append(pytest.mark.skip(reason=f"{name} is set-level (one value per set): tests/test_fad.py"))
+        elif spec.model_info is not None:
+            marks.append(pytest.mark.skip(reason=f"{name} is model-backed (no weights here): its own tests run it "
+                                                 "on random-init models"))
         elif name in OWN_PROPERTY_TESTS:
             marks.append(pytest.mark.skip(reason=f"{name}: properties covered by its own test file"))
         elif any(any(b in r for b in SLOW_BACKENDS) for r in spec.requires):
