@@ -53,7 +53,11 @@ def setup(tmp_path_factory):
                     metrics="si_sdr,fad_encodec", workers=1, progress=False, out_dir=str(root / "run"),
                     cache_dir=str(root / "cache"))
     run = run_benchmark(cfg)
-    yield {"root": root, "cfg": cfg, "run": run, "weights": weights, "mp": mp}
+    # the embedding files right after the first run (other tests of this module add their own, in any order)
+    files = sorted((root / "cache" / "embeddings").rglob("*.npy"))
+    manifest = json.loads((run / "manifest.json").read_text())  # later tests resume into the run folder
+    yield {"root": root, "cfg": cfg, "run": run, "weights": weights, "mp": mp, "files_after_run": files,
+           "manifest_after_run": manifest}
     mp.undo()
 
 
@@ -83,10 +87,8 @@ def test_set_rows_are_stored_per_codec_point_and_stratum(setup):
         assert c.execute("SELECT COUNT(*) FROM skipped WHERE metric='fad_encodec'").fetchone()[0] == 0
         assert c.execute("SELECT COUNT(*) FROM results WHERE metric='si_sdr'").fetchone()[0] == 16
     # each reference embedded once for both codecs, each reconstruction once
-    files = list((Path(setup["cfg"].cache_dir) / "embeddings").rglob("*.npy"))
-    assert len(files) == 8 + 16
-    manifest = json.loads((setup["run"] / "manifest.json").read_text())
-    assert manifest["set_level"]["fad_encodec"]["clips_embedded"] == 24
+    assert len(setup["files_after_run"]) == 8 + 16
+    assert setup["manifest_after_run"]["set_level"]["fad_encodec"]["clips_embedded"] == 24
 
 
 def test_resume_embeds_nothing_and_keeps_every_value(setup):
