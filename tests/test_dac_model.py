@@ -138,7 +138,24 @@ def test_straight_through_gradient_reaches_the_input():
     out = rvq(z, n_codebooks=4)
     (out.z_q.pow(2).sum() + out.commitment_loss.sum() + out.codebook_loss.sum()).backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
-    assert rvq.quantizers[0].codebook.weight.grad.abs().sum() > 0
+    # EMA codebooks (the default) take no optimiser step; the released codebook loss trains them by gradient
+    assert rvq.quantizers[0].codebook.weight.grad is None
+    torch.manual_seed(0)
+    released = ResidualVQ(16, 6, 32, codebook_dim=4, ema_decay=None, data_init=False).train()
+    out = released(z, n_codebooks=4)
+    out.codebook_loss.sum().backward()
+    assert released.quantizers[0].codebook.weight.grad.abs().sum() > 0
+
+
+def test_residual_alignment_trains_only_the_out_projection():
+    rvq = _rvq().train()
+    z = torch.randn(2, 16, 5, requires_grad=True)
+    out = rvq(z, n_codebooks=4)
+    out.residual_loss.sum().backward()
+    stage = rvq.quantizers[0]
+    assert z.grad is None or z.grad.abs().sum() == 0  # the residual is a detached target
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in stage.in_proj.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in stage.out_proj.parameters()) > 0
 
 
 def test_reconstruction_error_falls_as_codebooks_are_added():

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any, Mapping, cast
 
 import torch
 from torch import nn
 
 from bench.models.layers import DecoderBlock, EncoderBlock, Snake1d, WNConv1d, check_config_fields, init_conv_weights
-from bench.models.rvq import QuantizerOutput, ResidualVQ
+from bench.models.rvq import LOOKUPS, QuantizerOutput, ResidualVQ
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,13 @@ class DACConfig:
     # False: the released transposed convs (no output padding), which lose one sample per odd-stride
     # decoder block; needed to reproduce the published 16/24 kHz weights. Omitted from cards when True.
     odd_stride_output_padding: bool = True
+    # "cosine": DAC's L2-normalised lookup; "euclidean": the plain distance (bench.models.rvq). Omitted
+    # from cards when "cosine", so cards written before the option read unchanged.
+    codebook_lookup: str = "cosine"
 
     def __post_init__(self) -> None:
+        if self.codebook_lookup not in LOOKUPS:
+            raise ValueError(f"codebook_lookup must be one of {LOOKUPS}, got {self.codebook_lookup!r}")
         if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
             raise ValueError(f"encoder rates {self.encoder_rates} and decoder rates {self.decoder_rates} "
                              "must have the same product (the hop)")
@@ -77,6 +82,8 @@ class DACConfig:
         d["decoder_rates"] = list(self.decoder_rates)
         if self.odd_stride_output_padding:  # the default: keep cards written before the option unchanged
             del d["odd_stride_output_padding"]
+        if self.codebook_lookup == "cosine":  # likewise
+            del d["codebook_lookup"]
         return d
 
     @classmethod
@@ -111,6 +118,56 @@ def get_config(name: str) -> DACConfig:
     return CONFIGS[name]
 
 
+class LatentHead(nn.Sequential):
+    """Snake -> Conv(k=3) to the latent, with a data-dependent start (``data_init``).
+
+    PyTorch's default conv initialisation shrinks the signal at every block: a fresh ``small``
+    encoder gives a latent of about 1e-2 RMS per element for speech at -16 LUFS, so the decoder
+    starts from a near-zero, near-linear input (Snake is about the identity there) and first has to
+    grow its weight-norm gains at Adam's ~lr per step. The released DAC escaped this only because its
+    random ``N(0, 1)`` codebooks fed the decoder large vectors whatever the latent (which in turn left
+    the residual stages nothing to code; see ``bench.models.rvq``). Here, on the first training call of
+    a fresh model, the conv's weight-norm gains and biases are set so that this batch's latent has zero
+    mean and unit RMS per channel: the data-dependent initialisation of Salimans & Kingma (2016, weight
+    normalisation, section 2.2). Loaded weights count as initialised (see :meth:`_load_from_state_dict`);
+    the state-dict keys are those of the plain ``nn.Sequential`` this replaces.
+    """
+
+    initialised: torch.Tensor  # [] bool, not saved
+
+    def __init__(self, channels: int, latent_dim: int, data_init: bool = True) -> None:
+        super().__init__(Snake1d(channels), WNConv1d(channels, latent_dim, kernel_size=3, padding=1))
+        self.register_buffer("initialised", torch.tensor(not data_init), persistent=False)
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+        """Load as usual; loaded weights are trained ones, never to be re-initialised from data."""
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        if any(k.startswith(prefix) for k in state_dict):
+            self.initialised.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent ``[B, latent_dim, T]`` of body features ``x [B, C, T]`` (data init on the first training call)."""
+        if self.training and not bool(self.initialised):
+            self._init_from(x.detach())
+        return super().forward(x)
+
+    @torch.no_grad()
+    def _init_from(self, x: torch.Tensor) -> None:
+        """Weight-norm gain and bias so that the latent of ``x`` has zero mean and unit RMS per channel."""
+        conv = cast(nn.Conv1d, self[1])
+        y = super().forward(x)
+        mean = y.mean(dim=(0, 2))
+        std = y.std(dim=(0, 2), correction=0).clamp_min(1e-5)
+        gain = cast(nn.Parameter, conv.parametrizations.weight.original0)  # type: ignore[union-attr]
+        gain.div_(std.view(-1, 1, 1))
+        bias = cast(torch.Tensor, conv.bias)
+        bias.sub_(mean).div_(std)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(gain, src=0)
+            torch.distributed.broadcast(bias, src=0)
+        self.initialised.fill_(True)
+
+
 class Encoder(nn.Module):
     """Conv(k=7) -> strided EncoderBlocks (channels double each block) -> Snake -> Conv(k=3) to the latent."""
 
@@ -122,7 +179,7 @@ class Encoder(nn.Module):
             dim *= 2
         self.body = nn.Sequential(*layers)
         self.body_channels = dim
-        self.head = nn.Sequential(Snake1d(dim), WNConv1d(dim, latent_dim, kernel_size=3, padding=1))
+        self.head = LatentHead(dim, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Latent ``[B, latent_dim, T / hop]`` from audio ``[B, 1, T]`` (T a multiple of the hop)."""
@@ -155,8 +212,8 @@ class GeneratorOutput:
     """What a generator's forward pass returns, for the trainers' losses.
 
     ``audio [B, 1, T]``, ``codes [B, n, frames]`` (int64), ``commitment_loss``/``codebook_loss`` ``[B]``,
-    ``n_active [B]`` codebooks used per item, and model-specific values in ``extra`` (VRVQ's importance,
-    mask and rate loss).
+    ``n_active [B]`` codebooks used per item, and model-specific values in ``extra`` (DAC's
+    ``residual_loss [B]``, see ``bench.models.rvq``; VRVQ's importance, mask and rate loss).
     """
 
     audio: torch.Tensor
@@ -176,7 +233,7 @@ class DAC(nn.Module):
         latent = config.effective_latent_dim
         self.encoder = Encoder(config.encoder_dim, config.encoder_rates, latent)
         self.quantizer = ResidualVQ(latent, config.n_codebooks, config.codebook_size, config.codebook_dim,
-                                    config.quantizer_dropout)
+                                    config.quantizer_dropout, lookup=config.codebook_lookup)
         self.decoder = Decoder(latent, config.decoder_dim, config.decoder_rates, config.odd_stride_output_padding)
         self.apply(init_conv_weights)
 
@@ -200,7 +257,8 @@ class DAC(nn.Module):
         """Encode, quantise with (at most) ``n_codebooks`` and decode; output has the input's length."""
         q = self.quantize(wav, n_codebooks)
         audio = self.decoder(q.z_q)[..., : wav.shape[-1]]
-        return GeneratorOutput(audio, q.codes, q.commitment_loss, q.codebook_loss, q.n_active)
+        return GeneratorOutput(audio, q.codes, q.commitment_loss, q.codebook_loss, q.n_active,
+                               extra={"residual_loss": q.residual_loss})
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, n_codebooks: int) -> torch.Tensor:

@@ -56,6 +56,7 @@ from torch import nn
 from bench.models.dac_model import CONFIGS as DAC_CONFIGS
 from bench.models.dac_model import DAC, DACConfig, GeneratorOutput
 from bench.models.layers import Snake1d, WNConv1d, check_config_fields
+from bench.models.rvq import residual_alignment
 
 #: channel widths of the importance net at the paper's width (input 1024 channels), output 1 appended
 PAPER_IMPORTANCE_WIDTHS = (1024, 512, 128, 32, 8)
@@ -325,6 +326,7 @@ class Stages:
     codes: torch.Tensor
     commitment: torch.Tensor
     codebook: torch.Tensor
+    residual: torch.Tensor | None = None  # [B] the RVQ's residual alignment (bench.models.rvq), training only
 
 
 class VRVQ(DAC):
@@ -362,6 +364,7 @@ class VRVQ(DAC):
         n = self.n_codebooks if n_stages is None else n_stages
         residual = z
         zqs, codes, commits, books = [], [], [], []
+        aligned = z.new_zeros(z.shape[0]) if self.training else None
         for stage in self.quantizer.stages(n):
             z_e = stage.in_proj(residual)
             idx = stage.nearest(z_e)
@@ -369,10 +372,13 @@ class VRVQ(DAC):
             commits.append((z_e - z_c.detach()).pow(2).mean(dim=1))
             books.append((z_c - z_e.detach()).pow(2).mean(dim=1))
             zq = stage.out_proj(z_e + (z_c - z_e).detach())  # straight-through
+            if aligned is not None:
+                aligned = aligned + residual_alignment(residual, stage.out_proj(z_c.detach()))
             residual = residual - zq
             zqs.append(zq)
             codes.append(idx)
-        return Stages(torch.stack(zqs, 1), torch.stack(codes, 1), torch.stack(commits, 1), torch.stack(books, 1))
+        return Stages(torch.stack(zqs, 1), torch.stack(codes, 1), torch.stack(commits, 1), torch.stack(books, 1),
+                      aligned)
 
     def frame_mask(self, p: torch.Tensor, level: float | torch.Tensor) -> torch.Tensor:
         """Straight-through mask ``[B, N_q, T]`` for importance ``p`` at ``level`` (scalar or ``[B]``)."""
@@ -427,6 +433,8 @@ class VRVQ(DAC):
             rate_loss = z.new_zeros(())
         extra = {"importance": p, "mask": hard, "counts": counts, "rate_loss": rate_loss, "vbr_items": vbr_items,
                  "n_codebooks_total": nq}
+        if stages.residual is not None:
+            extra["residual_loss"] = stages.residual
         return GeneratorOutput(audio, stages.codes, commitment, codebook, counts.max(dim=-1).values, extra)
 
     def _training_mask(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

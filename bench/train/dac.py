@@ -7,6 +7,13 @@ then the generator with 15 x multi-scale mel + 2 x feature matching + 1 x advers
 decayed by 0.999996 per step; 0.38 s excerpts at -16 LUFS with random phase shift, balanced across
 groups; quantizer dropout 0.5.
 
+Not in the released recipe, because without it the residual stages stay dead on a short budget
+(``bench.models.rvq`` says why): data-initialised EMA codebooks with dead-code restarts, 15 x the
+RVQ's residual alignment term, and the latent's scale set from the first batch
+(``bench.models.dac_model.LatentHead``). Every validation logs, per RVQ stage, the share of its input
+energy it leaves, its perplexity and its lookup error (``vq/...`` in ``val.csv``; the final card's
+``validation.rvq_stages``), beside the mel distance with 1 and with all codebooks.
+
 Outputs in ``--out``: ``dac_<config>.safetensors`` + ``.json`` (generator weights and card, the file
 to benchmark with ``--codecs dac:PATH``), ``train_state.*`` (for ``--resume``), ``log.csv``
 (losses), ``val.csv`` (validation), ``holdout.json`` (the held-out files and validation clips).
@@ -20,12 +27,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import torch
 
 from bench.models.checkpoint import module_tensors
 from bench.models.dac_model import CONFIGS, DAC, DACConfig, GeneratorOutput, count_parameters
+from bench.models.rvq_stats import StageStats, stage_stats, stats_card
 from bench.train.config import TrainConfig
 from bench.train.discriminators import Discriminator, DiscriminatorConfig
 from bench.train.loop import (
@@ -92,10 +100,14 @@ class DACTrainer:
         self.sched_d = make_scheduler(self.opt_d)
 
     def generator_terms(self, real: torch.Tensor, out: GeneratorOutput) -> dict[str, torch.Tensor]:
-        """The non-adversarial generator terms (VRVQ adds its rate term here)."""
-        return {"mel": self.mel(out.audio, real).mean(),
-                "codebook": out.codebook_loss.mean(),
-                "commitment": out.commitment_loss.mean()}
+        """The non-adversarial generator terms (VRVQ adds its rate term here); the RVQ's residual
+        alignment when the generator reports it (``extra["residual_loss"]``, see ``bench.models.rvq``)."""
+        terms = {"mel": self.mel(out.audio, real).mean(),
+                 "codebook": out.codebook_loss.mean(),
+                 "commitment": out.commitment_loss.mean()}
+        if "residual_loss" in out.extra:
+            terms["residual"] = out.extra["residual_loss"].mean()
+        return terms
 
     def step(self, real: torch.Tensor, adversarial: bool = True) -> dict[str, float]:
         """One training step. ``adversarial=False`` (a warm-up) skips the discriminator: the generator
@@ -183,10 +195,40 @@ def evaluate(generator: torch.nn.Module, clips: torch.Tensor, sample_rate_hz: in
     return out
 
 
+#: how the RVQ is kept alive, for the card (``bench.models.rvq``; not in the released DAC)
+RVQ_UPKEEP_TEXT = ("RVQ upkeep (not in DAC): a fresh model's RVQ stages set up from its first batch (principal "
+                   "directions in, codebook from frames, least-squares out-projection) and its latent scaled to "
+                   "unit RMS; EMA codebooks (decay 0.99), dead-code restarts, 15 x residual alignment of each "
+                   "stage's out-projection")
+
+
+@torch.no_grad()
+def rvq_stage_stats(generator: torch.nn.Module, clips: torch.Tensor, batch_size: int = 4) -> list[StageStats]:
+    """Per-stage RVQ figures (``bench.models.rvq_stats``) of ``clips [N, 1, T]`` through the encoder (eval mode)."""
+    model = cast(DAC, unwrap(generator))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    latents = [model.encoder(model.pad(clips[i : i + batch_size].to(device)))
+               for i in range(0, clips.shape[0], batch_size)]
+    model.train(was_training)
+    return stage_stats(model.quantizer, latents)
+
+
+def stage_log(stats: list[StageStats]) -> dict[str, float]:
+    """The per-stage figures flattened for the validation CSV."""
+    out: dict[str, float] = {}
+    for s in stats:
+        out[f"vq/energy_ratio/{s.stage}"] = round(s.energy_ratio, 4)
+        out[f"vq/perplexity/{s.stage}"] = round(s.perplexity, 1)
+        out[f"vq/lookup_error/{s.stage}"] = round(s.lookup_error, 4)
+    return out
+
+
 def recipe_text(lr: float, adv_start_step: int, step: int) -> str:
     """What the run actually did, in words, for the card (deviations from DAC's recipe named)."""
     text = (f"DAC (Kumar et al. 2023): AdamW lr {lr:g} (DAC: 1e-4), betas (0.8, 0.99), ExponentialLR 0.999996, "
-            "15 mel + 1 codebook + 0.25 commitment")
+            f"15 mel + 1 codebook + 0.25 commitment; {RVQ_UPKEEP_TEXT}")
     if adv_start_step >= step:
         return text + (f"; discriminator-free warm-up for all {step} steps (adversarial terms from step "
                        f"{adv_start_step}, not reached), so no GAN training yet")
@@ -308,15 +350,25 @@ class DACRun(GANRun[DACConfig, DACOptions]):
         return evaluate(self.generator, data.val_clips, self.setup.sample_rate_hz, n_codebooks, data.val_groups)
 
     def validate(self, step: int) -> dict[str, float]:
-        """Mel distance and SI-SDR with every codebook."""
-        self.last_val = self._evaluate(self.config.n_codebooks)
-        return dict(self.last_val)
+        """Mel distance and SI-SDR with one and with every codebook, and the per-stage RVQ figures."""
+        nq = self.config.n_codebooks
+        self.last_val = self._evaluate(nq)
+        first = self._evaluate(1)
+        stats = rvq_stage_stats(self.generator, self.setup.data.val_clips)
+        print(f"step {step}: val mel {first['val/mel_distance']:.3f} (1 codebook) .. "
+              f"{self.last_val['val/mel_distance']:.3f} ({nq}); energy left per stage "
+              f"{[round(s.energy_ratio, 3) for s in stats]}", flush=True)
+        return {**self.last_val, "val/mel_distance/n1": first["val/mel_distance"], **stage_log(stats)}
 
     def validation(self, final: bool) -> dict[str, Any]:
-        """Every codebook count in the final card, else the last validation (or a fresh one)."""
+        """Every codebook count and the per-stage RVQ figures in the final card, else the last validation."""
         nq = self.config.n_codebooks
         if final:
-            return {"per_n_codebooks": {str(n): rounded_validation(self._evaluate(n)) for n in range(1, nq + 1)}}
+            clips = self.setup.data.val_clips
+            frames = clips.shape[0] * -(-clips.shape[-1] // self.config.hop_length)
+            return {"per_n_codebooks": {str(n): rounded_validation(self._evaluate(n)) for n in range(1, nq + 1)},
+                    "rvq_stages": stats_card(rvq_stage_stats(self.generator, clips), frames,
+                                             "the validation clips' encoder latents (eval mode)")}
         return {f"n_codebooks_{nq}": rounded_validation(self.last_val or self._evaluate(nq))}
 
     def card_facts(self) -> dict[str, Any]:

@@ -16,13 +16,17 @@ FeatureMaps = list[list[torch.Tensor]]  # one list per sub-discriminator, logits
 
 @dataclass(frozen=True)
 class LossWeights:
-    """DAC ``conf/base.yml``: mel 15, feature matching 2, adversarial 1, codebook 1, commitment 0.25."""
+    """DAC ``conf/base.yml``: mel 15, feature matching 2, adversarial 1, codebook 1, commitment 0.25;
+    plus ``residual`` 15 (not in DAC): the RVQ's residual alignment, ``sum_k ||r_k - out_proj_k(c_k)||^2 /
+    ||r_k||^2`` per item, which trains only the out-projections (``bench.models.rvq``; 0: DAC's losses).
+    With EMA codebooks (the default) the codebook term carries no gradient and its weight does nothing."""
 
     mel: float = 15.0
     feature: float = 2.0
     adversarial: float = 1.0
     codebook: float = 1.0
     commitment: float = 0.25
+    residual: float = 15.0
 
     def to_dict(self) -> dict:
         """The weights by term, for cards."""

@@ -32,7 +32,7 @@ from bench.models.dac_model import GeneratorOutput, count_parameters
 from bench.models.vrvq_model import CONFIGS, VRVQ, VRVQConfig
 from bench.train.config import TrainConfig
 from bench.train.dac import RECIPES as DAC_RECIPES
-from bench.train.dac import DACTrainer, GANRun
+from bench.train.dac import RVQ_UPKEEP_TEXT, DACTrainer, GANRun
 from bench.train.discriminators import Discriminator
 from bench.train.loop import make_optimizer, make_scheduler, unwrap
 from bench.train.losses import LossWeights
@@ -263,9 +263,10 @@ def recipe_text(config: VRVQConfig, options: VRVQOptions) -> str:
             "all codebooks, quantizer dropout 0, rate loss {:g} x mean(p) on importance-mapped items, "
             "{} surrogate (alpha {:g}); otherwise DAC: AdamW lr {:g} (importance net {:g}), betas "
             "(0.8, 0.99), ExponentialLR 0.999996, 15 mel + 1 codebook + 0.25 commitment, plus 2 feature "
-            "+ 1 adversarial (LSGAN; MPD + multi-band complex STFT discriminator) from step {}").format(
+            "+ 1 adversarial (LSGAN; MPD + multi-band complex STFT discriminator) from step {}; {}").format(
         config.level_min, config.level_max, 100 * config.full_codebook_rate, options.rate_weight,
-        config.surrogate, config.alpha, options.lr, options.importance_lr or options.lr, options.adv_start_step + 1)
+        config.surrogate, config.alpha, options.lr, options.importance_lr or options.lr, options.adv_start_step + 1,
+        RVQ_UPKEEP_TEXT)
 
 
 OPTIONS = VRVQOptions
