@@ -131,7 +131,7 @@ def _speech(sample_rate_hz: int, duration_s: float) -> torch.Tensor:
     else:
         t = np.arange(n) / sample_rate_hz
         xs = [sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) for f0 in (150.0, 210.0)]
-    x = np.stack([0.5 * np.asarray(v, dtype=np.float32) / (np.abs(v).max() + 1e-9) for v in xs])
+    x = np.stack([0.5 * np.asarray(v) / (np.abs(v).max() + 1e-9) for v in xs]).astype(np.float32)
     return torch.from_numpy(x)[:, None, :n]
 
 
