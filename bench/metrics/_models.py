@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from bench.errors import UserError
 
-_LOADED: dict[tuple[str, str, str], Any] = {}
+_LOADED: dict[tuple[Any, ...], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -63,9 +63,23 @@ def model_info(env_var: str, default_hub_id: str, **extra: Any) -> dict[str, Any
     return info
 
 
+def _weights_stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime) of each safetensors file in ``folder``: weights re-saved in place change it."""
+    stamps = []
+    for path in sorted(folder.glob("*.safetensors")):
+        stat = path.stat()
+        stamps.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
 def load_cached(kind: str, folder: Path, device: str, build: Callable[[Path, str], Any]) -> Any:
-    """``build(folder, device)`` once per process for (kind, folder, device); later calls return the same object."""
-    key = (kind, str(Path(folder).resolve()), str(device))
+    """``build(folder, device)`` once per process for (kind, folder, device, weights files); later calls return it.
+
+    The key holds each weights file's size and mtime, so weights re-saved into the same folder are loaded
+    again rather than served from the earlier model (the fingerprint would already name the new weights).
+    """
+    resolved = Path(folder).resolve()
+    key = (kind, str(resolved), str(device), _weights_stamp(resolved))
     with _LOCK:
         if key not in _LOADED:
             _LOADED[key] = build(Path(folder), device)

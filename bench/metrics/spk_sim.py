@@ -123,14 +123,12 @@ def load_model(device: str = "cpu") -> SpeakerModel:
 
     Missing weights raise :class:`MetricError` whose message says how to get them.
     """
-    from bench.hub import weights_sha256
-
     try:
         folder = resolve_model(ENV_MODEL, DEFAULT_MODEL)
     except MissingWeights as exc:
         raise MetricError(f"spk_sim: {exc}") from exc
-    # the hash in the key: weights rewritten in the same folder are another model, never the stale one
-    model: SpeakerModel = load_cached(f"spk_sim:{weights_sha256(folder)}", folder, device, _build)
+    # load_cached keys on the weights files too: weights rewritten in the same folder load again
+    model: SpeakerModel = load_cached("spk_sim", folder, device, _build)
     return model
 
 
