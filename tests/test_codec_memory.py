@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import mmap
 import sqlite3
 import time
 
-import numpy as np
 import torch
 
 from bench.codecs.base import Encoded, register_codec
@@ -20,16 +20,27 @@ HUNGRY_MB = 300
 HEAVY_MB = 200
 
 
+def _resident(mb: int) -> mmap.mmap:
+    """``mb`` MiB of fresh anonymous pages, every page written so it is resident.
+
+    Fresh pages from the kernel, not malloc: numpy's allocator may reuse heap memory that an earlier test freed
+    but glibc kept resident, and then RSS does not rise at all (the CI failure this replaced).
+    """
+    buf = mmap.mmap(-1, mb * 2**20)
+    for off in range(0, mb * 2**20, mmap.PAGESIZE):
+        buf[off] = 1
+    return buf
+
+
 class HungryCodec(Pcm16Codec):
     """16-bit PCM that touches a 300 MB scratch buffer while encoding (freed after)."""
 
     name = "test_hungry"
 
     def encode(self, wav: torch.Tensor, op) -> Encoded:
-        scratch = np.ones(HUNGRY_MB * 2**20 // 8)  # written, so resident
-        scratch[::4096] += 1.0
+        scratch = _resident(HUNGRY_MB)
         out = super().encode(wav, op)
-        del scratch
+        scratch.close()
         return out
 
 
@@ -40,7 +51,7 @@ class HeavyCodec(Pcm16Codec):
 
     def _load(self) -> None:
         super()._load()
-        self.weights = np.ones(HEAVY_MB * 2**20 // 8)
+        self.weights = _resident(HEAVY_MB)
 
 
 for _cls in (HungryCodec, HeavyCodec):
@@ -76,11 +87,11 @@ def test_measure_job_and_load_on_the_cpu():
 
     box, out = Box(), {}
     with measure_load(box, "cpu"):
-        box.kept = np.ones(64 * 2**20 // 8)
+        box.kept = _resident(64)
     with measure_job(box, out):
-        tmp = np.ones(96 * 2**20 // 8)
+        tmp = _resident(96)
         time.sleep(0.3)  # held for many sampling intervals (a loaded machine may start the sampler late)
-        del tmp
+        tmp.close()
     assert rss_mb() is not None
     assert out["memory_kind"] == CPU_KIND
     assert out["peak_memory_mb"] >= 0.8 * (64 + 96)
