@@ -76,6 +76,8 @@ def test_counts_and_efficiency(built):
     pesq = c.loc[("pesq_wb", "opus", "6")]
     assert (pesq["scored"], pesq["not_applicable"]) == (12, 10)
     assert "speech only" in pesq["not_applicable_reasons"]
+    opus_ops = list(built.counts[(built.counts["metric"] == "si_sdr") & (built.counts["codec"] == "opus")]["op"])
+    assert opus_ops == ["6", "8", "12", "16", "24"]  # by rate, not as text ("12" < "6")
     e = built.efficiency.set_index(["codec", "op"])
     assert e.loc[(TOY, "1"), "parameters"] == 2_500_000
     assert e.loc[(TOY, "1"), "encode_rtf"] == pytest.approx(0.3)

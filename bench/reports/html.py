@@ -399,7 +399,7 @@ def _time_section(report: Report) -> str:
 def _rd_section(report: Report, out_dir: Path) -> str:
     """The R-D figures, each copied into ``out_dir/plots`` when it was drawn elsewhere."""
     sec = ['<h2 id="rd">Rate-distortion curves</h2><p class="note">x: measured kbps (hollow markers: nominal); '
-           "y: mean with 95% cluster-bootstrap CI band; one line per codec; dashed black: Pareto frontier "
+           "y: mean with 95% cluster-bootstrap CI band; one line per checkpoint and mode; dashed grey (drawn behind the curves): Pareto frontier "
            "across codecs; red ring: mean over a different item set than its neighbours.</p>"]
     for metric, path in sorted(report.plots.items()):
         path = Path(path)

@@ -259,13 +259,23 @@ def _reasons(texts: Iterable[Any], limit: int | None = 3) -> str:
     return "; ".join(f"{reason[:120]} (x{n})" for reason, n in c.most_common(limit))
 
 
+def _pairs_by_rate(data: RunData) -> list[tuple[str, str]]:
+    """Every (codec, op) of the results and coded tables, by codec, then nominal kbps as a number, then op."""
+    rate: dict[tuple[str, str], float] = {}
+    if "nominal_kbps" in data.coded:
+        for codec, op, kbps in zip(data.coded["codec"], data.coded["op"], data.coded["nominal_kbps"]):
+            rate[(codec, op)] = min(rate.get((codec, op), math.inf), _nominal_kbps(kbps))
+    pairs = set(zip(data.results["codec"], data.results["op"])) | set(zip(data.coded["codec"], data.coded["op"]))
+    return sorted(pairs, key=lambda p: (str(p[0]), rate.get(p, math.inf), str(p[1])))
+
+
 def counts_table(data: RunData) -> pd.DataFrame:
     """Per metric and (codec, op): items scored, failed (with reasons), not applicable, missing."""
     import pandas as pd
 
     rows = []
     n_total = len(data.items)
-    pairs = sorted(set(zip(data.results["codec"], data.results["op"])) | set(zip(data.coded["codec"], data.coded["op"])))
+    pairs = _pairs_by_rate(data)
     coded_failed = data.coded[data.coded["status"].fillna("ok") != "ok"]
     for metric in data.metrics:
         r_m = data.results[data.results["metric"] == metric]
