@@ -18,7 +18,8 @@ FeatureMaps = list[list[torch.Tensor]]  # one list per sub-discriminator, logits
 class LossWeights:
     """DAC ``conf/base.yml``: mel 15, feature matching 2, adversarial 1, codebook 1, commitment 0.25;
     plus ``residual`` 15 (not in DAC): the RVQ's residual alignment, ``sum_k ||r_k - out_proj_k(c_k)||^2 /
-    ||r_k||^2`` per item, which trains only the out-projections (``bench.models.rvq``; 0: DAC's losses).
+    ||r_k||^2`` per item, which trains only the out-projections (``bench.models.rvq``; 0: DAC's losses);
+    and ``phase`` 0 by default (not in DAC): :func:`complex_stft_loss`, which alone of these sees the phase.
     With EMA codebooks (the default) the codebook term carries no gradient and its weight does nothing."""
 
     mel: float = 15.0
@@ -27,10 +28,26 @@ class LossWeights:
     codebook: float = 1.0
     commitment: float = 0.25
     residual: float = 15.0
+    phase: float = 0.0  # not in DAC: :func:`complex_stft_loss` (0: off, DAC's losses)
 
     def to_dict(self) -> dict:
         """The weights by term, for cards."""
         return asdict(self)
+
+
+def complex_stft_loss(fake: torch.Tensor, real: torch.Tensor, *, n_fft: int = 512, hop: int = 128,
+                      power: float = 0.3) -> torch.Tensor:
+    """Mean L1 distance between the magnitude-compressed complex STFTs ``|S|^power e^{i angle S}`` of
+    ``fake`` and ``real [B, 1, T]`` (Hann window): a magnitude *and* phase error, so unlike the mel and
+    adversarial terms it rewards a waveform aligned with the input (what SI-SDR measures). EuleroDec's
+    ``spec`` term in form; 0 for identical signals, large for a sign-flipped one."""
+    window = torch.hann_window(n_fft, device=real.device, dtype=real.dtype)
+
+    def compressed(x: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, hop, window=window, return_complex=True)
+        return torch.view_as_real(spec * (spec.abs() + 1e-7).pow(power - 1.0))
+
+    return (compressed(fake) - compressed(real)).abs().mean()
 
 
 def discriminator_loss(d_fake: FeatureMaps, d_real: FeatureMaps) -> torch.Tensor:

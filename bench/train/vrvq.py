@@ -32,7 +32,7 @@ from bench.models.dac_model import GeneratorOutput, count_parameters
 from bench.models.vrvq_model import CONFIGS, VRVQ, VRVQConfig
 from bench.train.config import TrainConfig
 from bench.train.dac import RECIPES as DAC_RECIPES
-from bench.train.dac import RVQ_UPKEEP_TEXT, DACTrainer, GANRun
+from bench.train.dac import RVQ_UPKEEP_TEXT, DACTrainer, GANRun, phase_text
 from bench.train.discriminators import Discriminator
 from bench.train.loop import make_optimizer, make_scheduler, unwrap
 from bench.train.losses import LossWeights
@@ -65,6 +65,7 @@ class VRVQOptions:
     surrogate: str = "logcosh"  # gradient surrogate of the mask: "logcosh" (paper) or "saturated"
     alpha: float = 2.0  # log-cosh surrogate sharpness
     init_from: str | None = None  # a DAC checkpoint to warm-start from
+    phase_weight: float = 0.0  # weight of the complex-STFT term (0: the recipe, no such term)
 
 
 #: DAC's recipes on the VRVQ configs of the same names (same discriminators, batches, excerpts)
@@ -79,9 +80,10 @@ class VRVQTrainer(DACTrainer):
     (no ``n_codebooks``) and the rate term joins the generator loss."""
 
     def __init__(self, generator: torch.nn.Module, discriminator: torch.nn.Module, *, sample_rate_hz: int,
-                 lr: float = 1e-4, rate_weight: float = 2.0, importance_lr: float | None = None) -> None:
+                 lr: float = 1e-4, rate_weight: float = 2.0, importance_lr: float | None = None,
+                 phase_weight: float = 0.0) -> None:
         super().__init__(generator, discriminator, sample_rate_hz=sample_rate_hz, n_codebooks=None, lr=lr,
-                         weights=VRVQLossWeights(rate=rate_weight))
+                         weights=VRVQLossWeights(rate=rate_weight, phase=phase_weight))
         if importance_lr is not None and importance_lr != lr:
             # one optimiser, two parameter groups: the importance net at its own learning rate
             imp = list(cast(VRVQ, unwrap(generator)).importance.parameters())
@@ -198,7 +200,8 @@ class VRVQRun(GANRun[VRVQConfig, VRVQOptions]):
         self.generator = self.vrvq
         self.discriminator = Discriminator(self.discriminator_config).to(device)
         self.trainer = VRVQTrainer(self.generator, self.discriminator, sample_rate_hz=self.setup.sample_rate_hz,
-                                   lr=o.lr, rate_weight=o.rate_weight, importance_lr=o.importance_lr)
+                                   lr=o.lr, rate_weight=o.rate_weight, importance_lr=o.importance_lr,
+                                   phase_weight=o.phase_weight)
         self.init_note: dict[str, Any] | None = None
         self.last_val: dict[str, float] = {}
 
@@ -262,11 +265,11 @@ def recipe_text(config: VRVQConfig, options: VRVQOptions) -> str:
     return ("VRVQ (Chae et al. 2025) on DAC: level ~ U[{:g}, {:g}] per item, {:g}% of each batch with "
             "all codebooks, quantizer dropout 0, rate loss {:g} x mean(p) on importance-mapped items, "
             "{} surrogate (alpha {:g}); otherwise DAC: AdamW lr {:g} (importance net {:g}), betas "
-            "(0.8, 0.99), ExponentialLR 0.999996, 15 mel + 1 codebook + 0.25 commitment, plus 2 feature "
+            "(0.8, 0.99), ExponentialLR 0.999996, 15 mel + 1 codebook + 0.25 commitment{}, plus 2 feature "
             "+ 1 adversarial (LSGAN; MPD + multi-band complex STFT discriminator) from step {}; {}").format(
         config.level_min, config.level_max, 100 * config.full_codebook_rate, options.rate_weight,
-        config.surrogate, config.alpha, options.lr, options.importance_lr or options.lr, options.adv_start_step + 1,
-        RVQ_UPKEEP_TEXT)
+        config.surrogate, config.alpha, options.lr, options.importance_lr or options.lr,
+        phase_text(options.phase_weight), options.adv_start_step + 1, RVQ_UPKEEP_TEXT)
 
 
 OPTIONS = VRVQOptions
