@@ -10,7 +10,10 @@ encoded, serialised to bytes, read back and decoded at every operating point; me
 from the length of the bytes (harness header included), mel distance (DAC 7-scale) and SI-SDR from
 the decoded audio. Prints one row per (codec, point) with means over the excerpts, per-domain mel
 distance, and, for each VBR level, the CBR mel distance and SI-SDR linearly interpolated at the same
-measured kbps (negative "d mel" = VBR better). Also prints how many codebooks VBR used on average and
+measured kbps (negative "d mel" = VBR better), and a paired comparison at matched measured kbps per
+excerpt: each excerpt's VBR mel distance (and SI-SDR) minus its own CBR curve interpolated at that
+excerpt's VBR kbps, with the mean, a 95 % bootstrap CI over excerpts and a Wilcoxon signed-rank p
+(bench.reports.stats, the report's statistics). Also prints how many codebooks VBR used on average and
 the empirical entropy of the per-frame counts (bits/frame; the bitstream spends ceil(log2 N_q)).
 """
 
@@ -97,13 +100,14 @@ def main() -> int:
         for op in codec.spec.operating_points:
             bits = 0
             seconds = 0.0
-            mels, sdrs, groups, counts, hist = [], [], [], [], None
+            mels, sdrs, groups, counts, hist, kbps = [], [], [], [], None, []
             for _, group, x in excerpts:
                 enc = codec.encode(x, op)
                 data = codec.to_bytes(enc)
                 y = codec.decode(codec.from_bytes(data))
                 bits += len(data) * 8
                 seconds += x.shape[-1] / sr
+                kbps.append(len(data) * 8 / (x.shape[-1] / sr) / 1000)
                 with torch.no_grad():
                     mels.append(float(mel(y, x)[0]))
                 sdrs.append(float(si_sdr_db(y[:, 0].double(), x[:, 0].double())[0]))
@@ -119,6 +123,7 @@ def main() -> int:
             rows.append({"codec": key, "op": op.name, "kind": op.kind, "nominal_kbps": op.nominal_kbps,
                          "measured_kbps": bits / seconds / 1000, "mel_distance": float(np.mean(mels)),
                          "si_sdr_db": float(np.nanmean(sdrs)),
+                         "per_item": {"kbps": kbps, "mel_distance": mels, "si_sdr_db": sdrs},
                          "mel_by_group": {g: float(np.mean(v)) for g, v in sorted(by_group.items())},
                          "mean_codebooks": float(np.mean(counts)) if counts else None,
                          "count_entropy_bits": _entropy_bits(hist) if hist is not None and op.kind == "vbr" else None})
@@ -143,9 +148,39 @@ def main() -> int:
             line += (f"  {m_cbr:12.3f} {r['mel_distance'] - m_cbr:+6.3f} {r['si_sdr_db'] - s_cbr:+8.2f} "
                      f"{r['count_entropy_bits']:8.2f}")
         print(line)
+    paired_at_matched_kbps(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
+
+
+def paired_at_matched_kbps(rows: list[dict]) -> None:
+    """Per VBR level: per-excerpt VBR minus the excerpt's own CBR curve at the same measured kbps."""
+    from bench.reports.stats import bootstrap_ci, wilcoxon_p
+
+    cbr = [r for r in rows if r["codec"] == "vrvq" and r["kind"] == "cbr"]
+    vbr = [r for r in rows if r["codec"] == "vrvq" and r["kind"] == "vbr"]
+    if not cbr or not vbr:
+        return
+    print("\npaired at matched measured kbps (per excerpt: VBR - CBR interpolated on that excerpt's CBR curve; "
+          "mel: negative = VBR better; SI-SDR: positive = VBR better; 95 % bootstrap CI over excerpts)")
+    print(f"{'level':8s} {'kbps':>6s} {'n':>3s} {'d mel':>7s} {'95% CI':>17s} {'p':>7s} {'d SI-SDR':>8s} {'95% CI':>17s} {'p':>7s}")
+    for r in vbr:
+        out = [f"{r['op']:8s} {r['measured_kbps']:6.2f}"]
+        for metric in ("mel_distance", "si_sdr_db"):
+            d = []
+            for i, k in enumerate(r["per_item"]["kbps"]):
+                xs = [c["per_item"]["kbps"][i] for c in cbr]
+                ys = [c["per_item"][metric][i] for c in cbr]
+                d.append(r["per_item"][metric][i] - interp(k, xs, ys))
+            ci = bootstrap_ci(d, n_boot=4000, seed=0)  # NaN (outside the CBR range) dropped
+            finite = [v for v in d if math.isfinite(v)]
+            p = wilcoxon_p(finite) if len(finite) > 1 else math.nan
+            if metric == "mel_distance":
+                out.append(f"{ci.n_items:3d}")
+            out.append(f"{ci.mean:+7.3f} [{ci.lo:+7.3f}, {ci.hi:+7.3f}] {p:7.4f}")
+            r[f"paired_{metric}"] = {"mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n_items, "p": p}
+        print(" ".join(out))
 
 
 def _entropy_bits(hist: torch.Tensor) -> float:
