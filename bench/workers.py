@@ -11,6 +11,23 @@ import os
 import threading
 import time
 
+#: the thread-count variables of the numeric libraries a metric worker loads (OpenBLAS, MKL, OpenMP, Accelerate,
+#: numexpr, numba); they are read when each library loads, so they must be in the environment the worker starts with
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def one_thread_children() -> None:
+    """Start every later child process (metric pools, a local Ray instance) with one BLAS/OpenMP thread.
+
+    The workers share the cores: with numpy's default (one OpenBLAS thread per core in every worker) two
+    workers on two cores ran four spinning BLAS threads and spent 104 s of CPU where 56 s did the same work
+    (a cached opus/mp3 run scored by ``bench run --workers 2``). A variable the user set is kept. This process's
+    own libraries are already loaded and keep their thread counts.
+    """
+    for name in THREAD_VARS:
+        os.environ.setdefault(name, "1")
+
 
 def init_metric_worker(parent_pid: int | None = None) -> None:
     """Pool initializer: torch on one thread (workers share the cores), and exit with ``parent_pid``."""

@@ -80,3 +80,21 @@ def test_device_auto_resolves_to_the_cpu_here(tmp_path):
     out = run_benchmark(RunConfig(out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), **cfg))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["device"] == "cpu"
+
+
+def test_pool_workers_start_with_one_blas_thread_unless_the_user_chose(monkeypatch):
+    import os
+
+    from bench.pipeline.engine import LocalEngine
+    from bench.workers import THREAD_VARS
+
+    for name in THREAD_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice is kept
+    engine = LocalEngine(2)
+    try:
+        seen = {name: engine._pool.submit(os.getenv, name).result(timeout=120) for name in THREAD_VARS}
+    finally:
+        engine.shutdown()
+    assert seen.pop("OMP_NUM_THREADS") == "3"
+    assert set(seen.values()) == {"1"}, seen  # OpenBLAS, MKL, ... one thread per worker: workers share the cores

@@ -212,8 +212,9 @@ def _score_all(pairs: list[PairSpec], names: list[str],
         import concurrent.futures as cf
         import multiprocessing as mp
 
-        from bench.workers import init_metric_worker
+        from bench.workers import init_metric_worker, one_thread_children
 
+        one_thread_children()
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                     initializer=init_metric_worker, initargs=(os.getpid(),)) as pool:
             for fut in [pool.submit(score_files, *job) for job in jobs]:

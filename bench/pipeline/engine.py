@@ -157,6 +157,10 @@ class LocalEngine(Engine):
         self.fingerprints: dict[str, str] = {}
         self.cache: ReconCache | None = None
         self._coder = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-coder")
+        if self.workers > 1:
+            from bench.workers import one_thread_children
+
+            one_thread_children()
         self._pool: cf.Executor | InlineExecutor = (
             InlineExecutor() if self.workers <= 1 else
             cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),

@@ -95,6 +95,9 @@ def connect(ray: Any, address: str | None, num_cpus: int) -> bool:
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local instance sends nothing anywhere
+        from bench.workers import one_thread_children
+
+        one_thread_children()  # its workers share this machine's cores, as the local engine's pool does
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
     else:
         if address != "auto" and "://" not in address:
