@@ -92,7 +92,9 @@ def cluster(tmp_path_factory):
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix sockets live under it
     log = tmp_path_factory.mktemp("ray") / "ray-start.log"
     env_extra = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep the node on loopback (Ray would pick eth0)
-                 "RAY_USAGE_STATS_ENABLED": "0"}
+                 "RAY_USAGE_STATS_ENABLED": "0",
+                 # a token another Ray run left in ~/.ray/auth_token would be sent to this head, which has none
+                 "RAY_AUTH_MODE": "disabled"}
     saved = {k: os.environ.get(k) for k in env_extra}
     os.environ.update(env_extra)  # the driver (this process and the CLI's) sees the same settings
     from ray._private import ray_constants
