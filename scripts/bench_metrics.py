@@ -71,8 +71,9 @@ WHISPER_WINDOW_S = 30.0
 
 def _set_threads(threads: int) -> None:
     """Must run before numpy/torch/numba/onnxruntime start their thread pools."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
-                "BENCH_ORT_THREADS"):
+    from bench.workers import THREAD_VARS  # the same variables the runner's metric workers pin
+
+    for var in (*THREAD_VARS, "BENCH_ORT_THREADS"):
         os.environ[var] = str(threads)
 
 

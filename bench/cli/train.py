@@ -32,6 +32,14 @@ from bench.train.config import OverlapCheck, TrainConfig, field_defaults
 ArgumentAdder = Callable[[argparse._ArgumentGroup, dict[str, Any]], None]
 
 
+def _add_phase_weight(p: argparse._ArgumentGroup, d: dict[str, Any]) -> None:
+    """``--phase-weight``, shared by the GAN codecs (DAC, VRVQ)."""
+    p.add_argument("--phase-weight", type=float_range(0.0), default=d["phase_weight"],
+                   help="weight of a complex-STFT L1 term (magnitude and phase; not in the DAC recipe, 0 = off): "
+                        "the mel and GAN terms leave the phase free, so SI-SDR stays far below 0 dB on a short "
+                        "budget without it")
+
+
 def add_dac_arguments(p: argparse._ArgumentGroup, d: dict[str, Any]) -> None:
     """``bench train dac`` options (defaults ``d`` from ``DACOptions``)."""
     p.add_argument("--lr", type=float_range(0.0, lo_open=True), default=d["lr"],
@@ -43,10 +51,7 @@ def add_dac_arguments(p: argparse._ArgumentGroup, d: dict[str, Any]) -> None:
     p.add_argument("--adv-start-step", type=non_negative_int, default=d["adv_start_step"],
                    help="train without the discriminator (mel + VQ losses only) up to this step; 0 = the DAC "
                         "recipe (adversarial from the start)")
-    p.add_argument("--phase-weight", type=float_range(0.0), default=d["phase_weight"],
-                   help="weight of a complex-STFT L1 term (magnitude and phase; not in the DAC recipe, 0 = off): "
-                        "the mel and GAN terms leave the phase free, so SI-SDR stays far below 0 dB on a short "
-                        "budget without it")
+    _add_phase_weight(p, d)
 
 
 def add_vrvq_arguments(p: argparse._ArgumentGroup, d: dict[str, Any]) -> None:
@@ -69,10 +74,7 @@ def add_vrvq_arguments(p: argparse._ArgumentGroup, d: dict[str, Any]) -> None:
     p.add_argument("--init-from", default=d["init_from"], metavar="DAC_CKPT",
                    help="warm-start from a DAC checkpoint (dac_<config>.safetensors or a DAC train_state) "
                         "of the same backbone config")
-    p.add_argument("--phase-weight", type=float_range(0.0), default=d["phase_weight"],
-                   help="weight of a complex-STFT L1 term (magnitude and phase; not in the DAC recipe, 0 = off): "
-                        "the mel and GAN terms leave the phase free, so SI-SDR stays far below 0 dB on a short "
-                        "budget without it")
+    _add_phase_weight(p, d)
 
 
 def _add_kmeans_arguments(p: argparse._ArgumentGroup, d: dict[str, Any]) -> None:

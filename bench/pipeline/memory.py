@@ -76,21 +76,10 @@ class _RssSampler:
         self._thread = threading.Thread(target=self._run, name="bench-rss-sampler", daemon=True)
 
     def _run(self) -> None:
-        try:
-            fd = os.open("/proc/self/statm", os.O_RDONLY)  # opened once, re-read in place
-        except OSError:
-            return
-        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
-        try:
-            while not self._stop.wait(SAMPLE_INTERVAL_S):
-                try:
-                    now = int(os.pread(fd, 128, 0).split()[1]) * page_mb
-                except (OSError, ValueError, IndexError):
-                    continue
-                if self.peak is None or now > self.peak:
-                    self.peak = now
-        finally:
-            os.close(fd)
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            now = rss_mb()
+            if now is not None and (self.peak is None or now > self.peak):
+                self.peak = now
 
     def __enter__(self) -> "_RssSampler":
         self._thread.start()
