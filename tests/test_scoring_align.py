@@ -42,3 +42,30 @@ def test_score_pair_records_lag_and_recovers_the_score():
     raw = score_pair(ref, late, 16000, [spec], align="none").values["si_sdr"]
     assert aligned.extra["lag_samples"] == 80
     assert aligned.value > 40 > raw.value
+
+
+def test_lag_search_matches_a_direct_linear_correlation_at_the_window_edges():
+    """The short transform (n + max_lag points) must give the linear correlation at every searched lag:
+    a wrap-around would show at the lags nearest +-max_lag, so the true delays sit there."""
+    n, max_lag = 3001, 400
+    ref = _speechlike(n, 3).astype(np.float64)
+    for lag in (max_lag, -max_lag, max_lag - 1, -(max_lag - 1), 5):
+        rng = np.random.default_rng(abs(lag))
+        deg = np.zeros(n)
+        if lag >= 0:
+            deg[lag:] = ref[: n - lag]
+        else:
+            deg[:lag] = ref[-lag:]
+        deg += 0.05 * rng.standard_normal(n)
+        direct = {k: float(np.dot(deg[max(k, 0): n + min(k, 0)], ref[max(-k, 0): n - max(k, 0)]))
+                  for k in range(-max_lag, max_lag + 1)}
+        assert max(direct, key=direct.get) == lag
+        assert estimate_lag(ref, deg, max_lag) == lag
+    # a window nearly as long as the signal: with a transform of only n points the lags -600 and +400
+    # would share one bin (n = 1000), and the search would answer +400
+    short = ref[:1000]
+    early = np.zeros(1000)
+    early[:400] = short[600:]
+    assert estimate_lag(short, early, 700) == -600
+    # a window longer than the signal is cut to it, not folded onto itself
+    assert estimate_lag(short, early, 5000) == -600
